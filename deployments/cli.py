@@ -1,0 +1,267 @@
+"""``odh``: the embedded platform and the model lifecycle from a terminal.
+
+Heavy imports (Prefect, MLflow) happen inside the commands that need them, so ``odh status`` and
+``odh validate`` answer quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from serving.config import DEFAULT_GATEWAY_PORT, state_dir
+from serving.errors import AdmissionError, ServingError
+
+app = typer.Typer(help="odh-serving: KServe-compatible model serving, orchestrated by Prefect.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+StateOpt = Annotated[str | None, typer.Option("--state-dir", envvar="ODH_STATE_DIR", help="state directory (default ~/.odh)")]
+NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="namespace")]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def up(
+    state: StateOpt = None,
+    gateway_port: Annotated[int, typer.Option(help="gateway port (0 = any free port)")] = DEFAULT_GATEWAY_PORT,
+    prefect: Annotated[bool, typer.Option(help="also start a Prefect server (UI on :4200) for flow runs")] = False,
+) -> None:
+    """Start the embedded platform's daemon in the background."""
+    from serving.platform.local import start_daemon
+
+    root = state_dir(state)
+    with console.status("starting the odh daemon..."):
+        try:
+            info = start_daemon(root, gateway_port)
+        except ServingError as exc:
+            raise _fail(str(exc)) from exc
+    console.print(f"[green]odh is up[/]: gateway {info['gateway']}, state {root}")
+    if prefect:
+        from deployments.prefect_server import start_prefect_server
+
+        with console.status("starting the Prefect server..."):
+            api = start_prefect_server(root)
+        console.print(f"[green]Prefect is up[/]: UI {api.removesuffix('/api')}")
+
+
+@app.command()
+def down(state: StateOpt = None) -> None:
+    """Stop the daemon and every replica it runs (deployments come back with the next `odh up`)."""
+    from deployments.prefect_server import stop_prefect_server
+    from serving.platform.local import stop_daemon
+
+    root = state_dir(state)
+    with console.status("stopping the odh daemon..."):
+        stopped = stop_daemon(root)
+        stop_prefect_server(root)
+    console.print("[green]odh is down[/]" if stopped else "odh was not running")
+
+
+@app.command()
+def deploy(
+    model_uri: Annotated[str, typer.Argument(help="a model file or directory, file://, s3://, pvc://, http(s):// or models:/NAME@ALIAS")],
+    name: Annotated[str, typer.Option("--name", help="InferenceService name")],
+    model_format: Annotated[str | None, typer.Option("--format", help="sklearn or mlflow (default: detected)")] = None,
+    namespace: NamespaceOpt = "default",
+    registered_model_name: Annotated[str | None, typer.Option("--model-name", help="registry name (default: --name)")] = None,
+    alias: Annotated[str, typer.Option(help="registry alias to point at the version")] = "champion",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for Ready")] = 300.0,
+    state: StateOpt = None,
+) -> None:
+    """Run the deploy flow (upload, register, configure, deploy, initialize, register service)."""
+    root = state_dir(state)
+    _require_daemon(root)
+    from deployments.prefect_env import configure_prefect
+
+    configure_prefect(root)
+    with console.status(f"deploying {model_uri} as {namespace}/{name}...") as status:
+        _show_flow_progress(status)
+        from flows import deploy_model
+
+        try:
+            result = deploy_model(model_uri=model_uri, name=name, namespace=namespace, model_format=model_format,
+                                  registered_model_name=registered_model_name, alias=alias,
+                                  timeout_seconds=timeout, state_dir=str(root))
+        except (ServingError, ValueError, FileNotFoundError) as exc:
+            raise _fail(str(exc)) from exc
+    console.print(f"[green]Ready[/] {namespace}/{name}: {result.model_name} version {result.model_version}")
+    console.print(result.url)
+
+
+@app.command()
+def status(
+    name: Annotated[str | None, typer.Argument(help="one InferenceService (default: all)")] = None,
+    namespace: NamespaceOpt = "default",
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
+    state: StateOpt = None,
+) -> None:
+    """Show InferenceServices with their conditions and URLs."""
+    platform = _platform(state_dir(state))
+    try:
+        items = [platform.get("InferenceService", namespace, name)] if name else platform.list("InferenceService")
+    except ServingError as exc:
+        raise _fail(str(exc)) from exc
+    if output == "json":
+        print(json.dumps(items[0] if name else items, indent=2))
+        return
+    table = Table("NAMESPACE", "NAME", "READY", "PREDICTOR", "INGRESS", "URL", "REASON")
+    for isvc in items:
+        conds = {c["type"]: c for c in isvc.get("status", {}).get("conditions", [])}
+        ready = conds.get("Ready", {})
+        mark = {"True": "[green]True[/]", "False": "[red]False[/]"}
+        table.add_row(
+            isvc["metadata"]["namespace"], isvc["metadata"]["name"],
+            mark.get(ready.get("status"), "Unknown"),
+            conds.get("PredictorReady", {}).get("status", "Unknown"),
+            conds.get("IngressReady", {}).get("status", "Unknown"),
+            isvc.get("status", {}).get("url", ""),
+            " ".join(filter(None, [ready.get("reason"), ready.get("message")])) if ready.get("status") != "True" else "",
+        )
+    console.print(table)
+
+
+@app.command()
+def predict(
+    name: str,
+    input_file: Annotated[Path, typer.Option("--input", "-i", exists=True, help="a V1 ({'instances': ...}) or V2 ({'inputs': ...}) JSON body")],
+    namespace: NamespaceOpt = "default",
+    model: Annotated[str | None, typer.Option(help="model name in the URL (default: the InferenceService name)")] = None,
+    state: StateOpt = None,
+) -> None:
+    """Send a V1 or V2 request to an InferenceService through the gateway and print the answer."""
+    import httpx
+
+    platform = _platform(state_dir(state))
+    try:
+        url = platform.get("InferenceService", namespace, name).get("status", {}).get("url")
+    except ServingError as exc:
+        raise _fail(str(exc)) from exc
+    if not url:
+        raise _fail(f"{namespace}/{name} has no URL yet: see `odh status {name}`")
+    body = json.loads(input_file.read_text())
+    path = f"/v2/models/{model or name}/infer" if "inputs" in body else f"/v1/models/{model or name}:predict"
+    response = httpx.post(url + path, json=body, timeout=60.0)
+    if response.status_code != 200:
+        raise _fail(f"{response.status_code} from {url + path}: {response.text}")
+    print(json.dumps(response.json()))
+
+
+@app.command()
+def retire(name: str, namespace: NamespaceOpt = "default", state: StateOpt = None) -> None:
+    """Run the retire flow: delete the deployment and mark its model versions retired."""
+    root = state_dir(state)
+    _require_daemon(root)
+    from deployments.prefect_env import configure_prefect
+
+    configure_prefect(root)
+    with console.status(f"retiring {namespace}/{name}...") as status:
+        _show_flow_progress(status)
+        from flows import retire as retire_flow
+
+        versions = retire_flow(name=name, namespace=namespace, state_dir=str(root))
+    console.print(f"[green]retired[/] {namespace}/{name}; versions: {', '.join(versions) or 'none'}")
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help="InferenceService YAML (multi-document ok)")]) -> None:
+    """Admission only (defaults + validation): exit 1 with every reason when the manifest is invalid."""
+    from serving.kserve import admit_inference_service
+
+    failed = False
+    for doc in _documents(file):
+        name = doc.get("metadata", {}).get("name", "?")
+        try:
+            admit_inference_service(doc)
+            console.print(f"[green]valid[/] {doc.get('kind', '?')} {name}")
+        except AdmissionError as exc:
+            failed = True
+            err.print(f"[red]invalid[/] {doc.get('kind', '?')} {name}:")
+            for error in exc.errors:
+                err.print(f"  - {error.field}: {error.reason}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def render(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help="InferenceService YAML")]) -> None:
+    """Print the Kubernetes objects KServe would create for the manifest (Standard mode), as YAML."""
+    from serving.kserve import builtin_runtimes
+    from serving.kserve import render as render_objects
+
+    objects: list[dict[str, Any]] = []
+    try:
+        for doc in _documents(file):
+            objects += render_objects(doc, builtin_runtimes())
+    except ServingError as exc:
+        raise _fail(str(exc)) from exc
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+
+
+def _documents(file: Path) -> list[dict[str, Any]]:
+    try:
+        return [d for d in yaml.safe_load_all(file.read_text()) if d]
+    except yaml.YAMLError as exc:
+        raise _fail(f"{file} is not valid YAML: {exc}") from exc
+
+
+def _platform(root: Path):  # noqa: ANN202
+    from serving.platform.local import LocalPlatform
+
+    return LocalPlatform(root)
+
+
+def _require_daemon(root: Path) -> None:
+    if not _platform(root).is_running():
+        raise _fail(f"no odh daemon runs on {root}: start it with `odh up`")
+
+
+class _PhaseLog(logging.Handler):
+    """Shows each phase's log line above the spinner while a flow runs."""
+
+    def __init__(self, status) -> None:  # noqa: ANN001 - rich Status
+        super().__init__(logging.INFO)
+        self.status = status
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        phase, _, rest = message.partition(": ")
+        if rest and " " not in phase:
+            console.print(f"  [green]✓[/] [bold]{phase}[/] {rest}")
+            self.status.update(f"{phase} done...")
+
+
+def _show_flow_progress(status) -> None:  # noqa: ANN001
+    """Replace Prefect's console log lines with one tidy line per finished phase."""
+    import prefect  # noqa: F401 - sets up Prefect's logging, which is then adjusted below
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.setLevel(logging.WARNING)
+    logging.getLogger("prefect.flow_runs").addHandler(_PhaseLog(status))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

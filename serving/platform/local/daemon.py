@@ -1,0 +1,277 @@
+"""The embedded platform's daemon (``odh up``): KServe's controller and kubelet for one machine.
+
+It stores applied objects in SQLite, reconciles every InferenceService with the same pure reconciler
+a cluster would use, runs the resulting Deployments' replicas as processes, writes status back, and
+serves the gateway port. A control API on a Unix socket in the state directory takes applies,
+reads and deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from serving.config import DEFAULT_GATEWAY_PORT, mlflow_tracking_uri, model_cache_dir
+from serving.errors import PlatformError, RuntimeResolutionError
+from serving.kserve import (
+    PredictorObservation,
+    ReconcileConfig,
+    ReconcileError,
+    admit_inference_service,
+    builtin_runtimes,
+    observe,
+    reconcile,
+    resolve_runtime,
+)
+from serving.kserve.types import ClusterServingRuntime, ServingRuntime
+from serving.platform.local.api import build_api
+from serving.platform.local.deployments import DeploymentRunner
+from serving.platform.local.gateway import Gateway
+from serving.platform.local.routes import RouteTable
+from serving.platform.local.store import ObjectStore, key_of
+
+log = logging.getLogger(__name__)
+
+ISVC = "InferenceService"
+OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler")
+RESYNC_SECONDS = 1.0
+
+
+class DaemonFiles:
+    """Where a daemon keeps its files inside the state directory."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.db = state / "platform.db"
+        self.socket = state / "api.sock"
+        self.info = state / "daemon.json"
+        self.lock = state / "daemon.lock"
+        self.log = state / "daemon.log"
+        self.pods = state / "pods"
+
+
+class Daemon:
+    def __init__(self, state: Path, *, gateway_host: str = "127.0.0.1", gateway_port: int = DEFAULT_GATEWAY_PORT) -> None:
+        self.files = DaemonFiles(state)
+        state.mkdir(parents=True, exist_ok=True)
+        self.store = ObjectStore(self.files.db)
+        self.routes = RouteTable()
+        self.gateway = Gateway(self.routes)
+        self.gateway_host = gateway_host
+        self.gateway_port = gateway_port
+        self.config = ReconcileConfig()
+        self.runners: dict[tuple[str, str], DeploymentRunner] = {}
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._storage_settings = None
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    # -- the control API calls these -------------------------------------------------------------
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Admit and store ``obj``. An AdmissionError leaves every stored object untouched."""
+        kind = obj.get("kind")
+        if kind == ISVC:
+            obj = admit_inference_service(obj).to_dict()
+        elif kind in ("ServingRuntime", "ClusterServingRuntime"):
+            from serving.kserve import admit_serving_runtime
+
+            obj = admit_serving_runtime(obj).to_dict()
+        stored, _ = self.store.put(obj)
+        self.wake()
+        return stored
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        deleted = self.store.delete(kind, namespace, name)
+        self.wake()
+        return deleted
+
+    async def settle(self) -> None:
+        """Reconcile now and wait until replicas being removed have stopped (deletes return after that)."""
+        self.reconcile_all()
+        await asyncio.gather(*list(self._stopping), return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def pods(self) -> list[dict[str, Any]]:
+        return [
+            {"namespace": ns, "deployment": name, **vars(info)}
+            for (ns, name), runner in self.runners.items()
+            for info in runner.replica_infos()
+        ]
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        with _single_instance(self.files.lock):
+            port = await self.gateway.start(self.gateway_host, self.gateway_port)
+            self.gateway_port = port
+            api = _QuietServer(uvicorn.Config(build_api(self), uds=str(self.files.socket), log_level="warning",
+                                              lifespan="off", access_log=False))
+            api_task = asyncio.create_task(api.serve())
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            self.files.info.write_text(json.dumps({
+                "pid": os.getpid(), "gateway": f"http://{self.gateway_host}:{port}", "gateway_port": port,
+                "socket": str(self.files.socket), "state_dir": str(self.files.state),
+            }))
+            log.info("odh daemon up: gateway http://%s:%d, api %s", self.gateway_host, port, self.files.socket)
+            try:
+                while not self._stop.is_set():
+                    try:
+                        self.reconcile_all()
+                    except Exception:  # noqa: BLE001 - one bad object must not stop the platform
+                        log.exception("reconcile pass failed")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait_for_work(), RESYNC_SECONDS)
+            finally:
+                api.should_exit = True
+                await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
+                await self.gateway.stop()
+                with contextlib.suppress(Exception):
+                    await api_task
+                self.files.info.unlink(missing_ok=True)
+                self.store.close()
+
+    async def _wait_for_work(self) -> None:
+        wake = asyncio.create_task(self._wake.wait())
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({wake, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+            stop.cancel()
+        self._wake.clear()
+
+    def reconcile_all(self) -> None:
+        desired_deployments: set[tuple[str, str]] = set()
+        live_isvcs: set[tuple[str, str]] = set()
+        for isvc in self.store.list(ISVC):
+            ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+            live_isvcs.add((ns, name))
+            desired_deployments |= self._reconcile_isvc(isvc)
+        self._collect_garbage(live_isvcs)
+        for key in [k for k in self.runners if k not in desired_deployments]:
+            task = asyncio.create_task(self.runners.pop(key).stop())
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+        for runner in self.runners.values():
+            runner.step()
+
+    def _reconcile_isvc(self, stored: dict[str, Any]) -> set[tuple[str, str]]:
+        ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
+        isvc = admit_inference_service(stored)
+        failure: tuple[str, str] | None = None
+        deployments: set[tuple[str, str]] = set()
+        runtime_name = None
+        try:
+            runtime = resolve_runtime(isvc, self._namespace_runtimes(ns), self._cluster_runtimes())
+            runtime_name = runtime.name
+            children = reconcile(isvc, runtime, self.config)
+        except (RuntimeResolutionError, ReconcileError) as exc:
+            failure = (exc.reason, exc.message)
+            children = []
+        for child in children:
+            self.store.put(child)
+            if child["kind"] == "Deployment":
+                key = (ns, child["metadata"]["name"])
+                deployments.add(key)
+                runner = self.runners.get(key)
+                if runner is None:
+                    self.runners[key] = DeploymentRunner(child, self.files.pods, self._fetch_model, self.wake)
+                else:
+                    runner.update(child)
+        if failure is not None:
+            # Keep serving what already runs: a spec that cannot be reconciled changes nothing live.
+            deployments = {k for k in self.runners if k[0] == ns and k[1] == f"{name}-predictor"}
+        desired = ready = 0
+        endpoints = []
+        for key in deployments:
+            runner = self.runners[key]
+            status = runner.status()
+            self.store.set_status("Deployment", key[0], key[1], status)
+            desired += runner.replicas
+            ready += status["readyReplicas"]
+            endpoints += runner.endpoints()
+            if runner.rollout_failed and failure is None:
+                failure = ("RolloutFailed" if runner.current else "ModelLoadFailed", runner.failure_message())
+        self.routes.set(ns, name, endpoints)
+        observation = PredictorObservation(
+            desired_replicas=desired,
+            ready_replicas=ready,
+            url=self.gateway.url_for(ns, name),
+            failure_reason=failure[0] if failure else None,
+            failure_message=failure[1] if failure else None,
+            runtime=runtime_name,
+        )
+        status = observe(isvc, observation, stored.get("status") or None)
+        if status != stored.get("status"):
+            self.store.set_status(ISVC, ns, name, status)
+        return deployments
+
+    def _collect_garbage(self, live_isvcs: set[tuple[str, str]]) -> None:
+        """Delete children whose owning InferenceService is gone, and their routes."""
+        for kind in OWNED_KINDS:
+            for child in self.store.list(kind):
+                owner = _owner_isvc(child)
+                if owner is not None and (child["metadata"]["namespace"], owner) not in live_isvcs:
+                    self.store.delete(*key_of(child))
+        for ns_name in list(self.routes.snapshot()):
+            ns, _, name = ns_name.partition("/")
+            if (ns, name) not in live_isvcs:
+                self.routes.remove(ns, name)
+
+    def _namespace_runtimes(self, namespace: str) -> list[ServingRuntime]:
+        return [ServingRuntime.model_validate(o) for o in self.store.list("ServingRuntime", namespace)]
+
+    def _cluster_runtimes(self) -> list[ClusterServingRuntime]:
+        stored = [ClusterServingRuntime.model_validate(o) for o in self.store.list("ClusterServingRuntime")]
+        names = {r.metadata.name for r in stored}
+        return stored + [r for r in builtin_runtimes() if r.metadata.name not in names]
+
+    def _fetch_model(self, uri: str, dest: Path) -> Path:
+        from serving.storage import StorageSettings, initialize
+
+        if self._storage_settings is None:
+            state = self.files.state
+            self._storage_settings = StorageSettings.from_env(
+                model_cache_dir(state), pvc_root=state / "pvc", mlflow_tracking_uri=mlflow_tracking_uri(state)
+            )
+        return initialize(uri, dest, self._storage_settings)
+
+
+def _owner_isvc(obj: dict[str, Any]) -> str | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == ISVC:
+            return ref.get("name")
+    return None
+
+
+@contextlib.contextmanager
+def _single_instance(lock_path: Path) -> Iterator[None]:
+    with lock_path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise PlatformError(f"another odh daemon already runs on {lock_path.parent}") from exc
+        yield
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns SIGTERM and shuts down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -1,0 +1,81 @@
+"""Start and stop the daemon as a background process (what ``odh up`` / ``odh down`` do)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from serving.errors import PlatformError
+from serving.platform.local.client import LocalPlatform
+from serving.platform.local.daemon import DaemonFiles
+
+
+def daemon_info(state: Path) -> dict[str, Any] | None:
+    """The running daemon's pid and gateway, or None when none runs for this state directory."""
+    files = DaemonFiles(state)
+    try:
+        info = json.loads(files.info.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (ProcessLookupError, PermissionError, KeyError, ValueError):
+        return None
+    return info if LocalPlatform(state).is_running() else None
+
+
+def start_daemon(state: Path, gateway_port: int, *, timeout: float = 30.0, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start a detached daemon unless one already runs; returns its info once its API answers."""
+    running = daemon_info(state)
+    if running is not None:
+        return running
+    files = DaemonFiles(state)
+    state.mkdir(parents=True, exist_ok=True)
+    files.info.unlink(missing_ok=True)
+    with files.log.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.platform.local", "--state-dir", str(state), "--gateway-port", str(gateway_port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise PlatformError(f"the odh daemon exited with {proc.returncode}; see {files.log}:\n{_tail(files.log)}")
+        info = daemon_info(state)
+        if info is not None:
+            return info
+        time.sleep(0.1)
+    proc.terminate()
+    raise PlatformError(f"the odh daemon did not start within {timeout:.0f}s; see {files.log}")
+
+
+def stop_daemon(state: Path, *, timeout: float = 30.0) -> bool:
+    """Stop the daemon and every replica it runs; False when none was running."""
+    info = daemon_info(state)
+    if info is None:
+        return False
+    pid = int(info["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

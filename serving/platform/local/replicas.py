@@ -1,0 +1,211 @@
+"""One replica: fetch the model, run the model-server process, probe it, restart it when it dies.
+
+A replica is an asyncio task. It never raises: failures become its ``state`` and ``message``, which the
+daemon turns into Deployment and InferenceService status. Restarts back off exponentially (as kubelet's
+CrashLoopBackOff does) and the backoff resets once a process has stayed up for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import httpx
+
+from serving.platform.local.pods import PodPlan, materialize
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+BACKOFF_RESET_AFTER = 30.0
+PROBE_INTERVAL_STARTING = 0.2
+PROBE_INTERVAL_READY = 2.0
+PROBE_FAILURES_TO_UNREADY = 3
+STOP_GRACE = 10.0
+
+
+class ReplicaState(str, Enum):
+    PENDING = "Pending"
+    INITIALIZING = "Initializing"
+    STARTING = "Starting"
+    READY = "Ready"
+    BACKOFF = "CrashLoopBackOff"
+    TERMINATING = "Terminating"
+    STOPPED = "Stopped"
+
+
+# fetch(storage_uri, dest_dir) -> local model dir; blocking, run in a thread.
+ModelFetcher = Callable[[str, Path], Path]
+
+
+@dataclass
+class ReplicaInfo:
+    name: str
+    state: str
+    ready: bool
+    port: int | None
+    pid: int | None
+    restarts: int
+    failures_before_ready: int
+    message: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Replica:
+    def __init__(self, name: str, plan: PodPlan, pod_dir: Path, fetch_model: ModelFetcher, on_change: Callable[[], None]) -> None:
+        self.name = name
+        self.plan = plan
+        self.pod_dir = pod_dir
+        self._fetch_model = fetch_model
+        self._on_change = on_change
+        self.state = ReplicaState.PENDING
+        self.port: int | None = None
+        self.restarts = 0
+        # Consecutive starts that died (or failed to fetch) before ever becoming ready: a rollout
+        # whose new replicas keep failing is abandoned and the old version keeps serving.
+        self.failures_before_ready = 0
+        self.message = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ReplicaState.READY
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"replica {self.name}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._set(ReplicaState.TERMINATING)
+        await self._terminate()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._set(ReplicaState.STOPPED)
+
+    def info(self) -> ReplicaInfo:
+        return ReplicaInfo(self.name, self.state.value, self.ready, self.port, self._proc.pid if self._proc else None,
+                           self.restarts, self.failures_before_ready, self.message)
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_START
+        model_dir: Path | None = None
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                if model_dir is None and self.plan.storage_uri:
+                    self._set(ReplicaState.INITIALIZING, f"fetching {self.plan.storage_uri}")
+                    model_dir = await asyncio.to_thread(self._fetch_model, self.plan.storage_uri, self.pod_dir / "models")
+                await self._serve_once(model_dir)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a replica reports, it never crashes the daemon
+                self.message = f"{type(exc).__name__}: {exc}"
+                log.warning("replica %s failed: %s", self.name, self.message)
+            if self._stopping:
+                return
+            if not self._was_ready:
+                self.failures_before_ready += 1
+            if time.monotonic() - started > BACKOFF_RESET_AFTER:
+                backoff = BACKOFF_START
+            self.restarts += 1
+            self._set(ReplicaState.BACKOFF, self.message)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _serve_once(self, model_dir: Path | None) -> None:
+        self._was_ready = False
+        self.port = free_port()
+        argv, env = materialize(self.plan, port=self.port, model_dir=model_dir)
+        log_path = self.pod_dir / "replica.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._set(ReplicaState.STARTING, "")
+        with log_path.open("ab") as log_file:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, env={**os.environ, **env}, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+            )
+        exited = asyncio.create_task(self._proc.wait())
+        probe = asyncio.create_task(self._probe_loop())
+        try:
+            await asyncio.wait({exited, probe}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+        if not exited.done():  # probing gave up on a live process: replace it
+            await self._terminate()
+        code = await exited
+        if not self._stopping:
+            tail = _tail(log_path)
+            self.message = f"process exited with code {code}" + (f": {tail}" if tail else "")
+            log.warning("replica %s: %s", self.name, self.message)
+
+    async def _probe_loop(self) -> None:
+        url = f"http://127.0.0.1:{self.port}{self.plan.readiness_path}"
+        failures = 0
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                try:
+                    ok = (await client.get(url)).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    failures = 0
+                    if not self.ready:
+                        self._was_ready = True
+                        self.failures_before_ready = 0
+                        self._set(ReplicaState.READY, "")
+                elif self.ready:
+                    failures += 1
+                    if failures >= PROBE_FAILURES_TO_UNREADY:
+                        self.message = f"readiness probe {url} failed {failures} times"
+                        return
+                await asyncio.sleep(PROBE_INTERVAL_READY if self.ready else PROBE_INTERVAL_STARTING)
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    _was_ready = False
+
+    def _set(self, state: ReplicaState, message: str | None = None) -> None:
+        self.state = state
+        if message is not None:
+            self.message = message
+        self._on_change()
+
+
+def _tail(path: Path, limit: int = 400) -> str:
+    try:
+        data = path.read_bytes()[-4000:].decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return (data[-1] if data else "")[-limit:]

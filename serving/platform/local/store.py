@@ -1,0 +1,146 @@
+"""The embedded platform's object store: Kubernetes-shaped objects in SQLite.
+
+It is the daemon's source of truth: restarting the daemon re-reads every object and converges on it
+again, so nothing deployed is lost. Specs and statuses are stored apart so a status write never races
+a user's apply.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from serving.errors import NotFoundError
+
+KubeObject = dict[str, Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (kind, namespace, name)
+)
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ObjectStore:
+    """A small thread-safe key-value store of objects keyed by (kind, namespace, name)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def put(self, obj: KubeObject) -> tuple[KubeObject, bool]:
+        """Store ``obj``; returns (stored object, whether its spec changed).
+
+        ``metadata.generation`` counts spec changes as Kubernetes does; uid and creationTimestamp are
+        kept from the first apply.
+        """
+        kind, namespace, name = key_of(obj)
+        with self._lock:
+            row = self._row(kind, namespace, name)
+            body = json.loads(json.dumps({k: v for k, v in obj.items() if k != "status"}))
+            meta = body.setdefault("metadata", {})
+            meta["namespace"] = namespace
+            if row is None:
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("creationTimestamp", now())
+                meta["generation"] = 1
+                changed = True
+                status = "{}"
+            else:
+                old = json.loads(row[0])
+                old_meta = old.get("metadata", {})
+                meta["uid"] = old_meta.get("uid")
+                meta["creationTimestamp"] = old_meta.get("creationTimestamp")
+                changed = _content(old) != _content(body)
+                meta["generation"] = old_meta.get("generation", 1) + (1 if changed else 0)
+                status = row[1]
+            self._db.execute(
+                "INSERT INTO objects(kind, namespace, name, body, status) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(kind, namespace, name) DO UPDATE SET body = excluded.body",
+                (kind, namespace, name, json.dumps(body), status),
+            )
+        return {**body, "status": json.loads(status)}, changed
+
+    def get(self, kind: str, namespace: str, name: str) -> KubeObject:
+        with self._lock:
+            row = self._row(kind, namespace, name)
+        if row is None:
+            raise NotFoundError(f"{kind} {namespace}/{name} not found")
+        return {**json.loads(row[0]), "status": json.loads(row[1])}
+
+    def find(self, kind: str, namespace: str, name: str) -> KubeObject | None:
+        try:
+            return self.get(kind, namespace, name)
+        except NotFoundError:
+            return None
+
+    def list(self, kind: str, namespace: str | None = None) -> list[KubeObject]:
+        query = "SELECT body, status FROM objects WHERE kind = ?"
+        params: tuple[str, ...] = (kind,)
+        if namespace is not None:
+            query += " AND namespace = ?"
+            params += (namespace,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY namespace, name", params).fetchall()
+        return [{**json.loads(body), "status": json.loads(status)} for body, status in rows]
+
+    def set_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Replace the status; returns False when the object is gone (deleted meanwhile)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE objects SET status = ? WHERE kind = ? AND namespace = ? AND name = ?",
+                (json.dumps(status), kind, namespace, name),
+            )
+        return cursor.rowcount > 0
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?", (kind, namespace, name)
+            )
+        return cursor.rowcount > 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _row(self, kind: str, namespace: str, name: str) -> tuple[str, str] | None:
+        return self._db.execute(
+            "SELECT body, status FROM objects WHERE kind = ? AND namespace = ? AND name = ?", (kind, namespace, name)
+        ).fetchone()
+
+
+def key_of(obj: KubeObject) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    kind = obj.get("kind")
+    name = meta.get("name")
+    if not kind or not name:
+        raise ValueError("an object needs kind and metadata.name")
+    # Cluster-scoped kinds live under the empty namespace.
+    namespace = "" if kind in CLUSTER_SCOPED else (meta.get("namespace") or "default")
+    return kind, namespace, name
+
+
+CLUSTER_SCOPED = frozenset({"ClusterServingRuntime"})
+
+
+def _content(body: KubeObject) -> Any:
+    """What counts as a spec change: everything but server-managed metadata."""
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k not in {"generation", "uid", "creationTimestamp", "resourceVersion"}}
+    return {**{k: v for k, v in body.items() if k not in {"metadata", "status"}}, "metadata": meta}

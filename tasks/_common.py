@@ -1,0 +1,50 @@
+"""What every phase task shares: where state lives, cached clients, and which errors are worth a retry."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import httpx
+
+from serving.config import mlflow_tracking_uri, model_cache_dir, state_dir
+from serving.errors import DaemonNotRunningError
+from serving.registry import ModelRegistry
+from serving.storage import StorageSettings
+
+RETRIES = 3
+RETRY_DELAYS = [1, 2, 4]
+
+
+def resolve_state(state: str | None) -> Path:
+    return state_dir(state)
+
+
+@functools.cache
+def registry_for(state: Path) -> ModelRegistry:
+    return ModelRegistry(mlflow_tracking_uri(state))
+
+
+def storage_settings(state: Path) -> StorageSettings:
+    return StorageSettings.from_env(model_cache_dir(state), pvc_root=state / "pvc", mlflow_tracking_uri=mlflow_tracking_uri(state))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network hiccups and timeouts are retried; bad input and missing daemons are not."""
+    if isinstance(exc, DaemonNotRunningError):
+        return False
+    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+        return True
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return False
+    return isinstance(exc, BotoConnectionError)
+
+
+def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001
+        return is_transient(exc)
+    return False

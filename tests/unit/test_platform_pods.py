@@ -1,0 +1,55 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.errors import PlatformError
+from serving.platform.local.pods import materialize, plan_pod
+
+
+def template(**container_overrides) -> dict:
+    container = {
+        "name": "kserve-container",
+        "image": "odh-serving/modelserver:0.1.0",
+        "command": ["python", "-m", "serving.runtimes.server"],
+        "args": ["--model_name=iris", "--model_dir=/mnt/models", "--http_port=8080"],
+        "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+        "env": [{"name": "HTTP_PORT", "value": "8080"}, {"name": "MODEL_DIR", "value": "/mnt/models/sub"},
+                {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        **container_overrides,
+    }
+    return {"spec": {
+        "initContainers": [{"name": "storage-initializer", "args": ["s3://bucket/iris", "/mnt/models"]}],
+        "containers": [container],
+    }}
+
+
+def test_plan_reads_command_port_probe_and_storage_uri() -> None:
+    plan = plan_pod(template(readinessProbe={"httpGet": {"path": "/v1/models/iris", "port": 8080}}))
+    assert plan.command[:3] == ("python", "-m", "serving.runtimes.server")
+    assert plan.container_port == 8080
+    assert plan.readiness_path == "/v1/models/iris"
+    assert plan.storage_uri == "s3://bucket/iris"
+    assert "SECRET" not in plan.env
+
+
+def test_materialize_maps_model_mount_port_and_interpreter(tmp_path: Path) -> None:
+    argv, env = materialize(plan_pod(template()), port=45123, model_dir=tmp_path)
+    assert argv[0] == sys.executable
+    assert f"--model_dir={tmp_path}" in argv
+    assert "--http_port=45123" in argv
+    assert env["HTTP_PORT"] == "45123" and env["PORT"] == "45123"
+    assert env["MODEL_DIR"] == f"{tmp_path}/sub"
+
+
+def test_a_port_flag_with_another_number_is_left_alone(tmp_path: Path) -> None:
+    plan = plan_pod(template(args=["--grpc_port=9000", "--http_port=8080"]))
+    argv, _ = materialize(plan, port=50000, model_dir=tmp_path)
+    assert "--grpc_port=9000" in argv and "--http_port=50000" in argv
+
+
+def test_an_image_without_command_cannot_run_locally() -> None:
+    with pytest.raises(PlatformError, match="no command"):
+        plan_pod(template(command=None))
+    with pytest.raises(PlatformError, match="containers is empty"):
+        plan_pod({"spec": {"containers": []}})
