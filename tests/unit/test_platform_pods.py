@@ -53,3 +53,12 @@ def test_an_image_without_command_cannot_run_locally() -> None:
         plan_pod(template(command=None))
     with pytest.raises(PlatformError, match="containers is empty"):
         plan_pod({"spec": {"containers": []}})
+
+
+def test_a_pvc_mounted_at_the_model_path_becomes_a_pvc_uri() -> None:
+    pod = template()
+    pod["spec"].pop("initContainers")
+    pod["spec"]["volumes"] = [{"name": "kserve-pvc-source", "persistentVolumeClaim": {"claimName": "models"}}]
+    pod["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "kserve-pvc-source", "mountPath": "/mnt/models", "subPath": "iris/v1", "readOnly": True}]
+    assert plan_pod(pod).storage_uri == "pvc://models/iris/v1"

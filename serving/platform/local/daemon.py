@@ -70,6 +70,7 @@ class Daemon:
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
         self.config = ReconcileConfig()
+        self.builtin_runtimes = builtin_runtimes()  # read once: reconcile passes run every second
         self.runners: dict[tuple[str, str], DeploymentRunner] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -175,24 +176,31 @@ class Daemon:
         isvc = admit_inference_service(stored)
         failure: tuple[str, str] | None = None
         deployments: set[tuple[str, str]] = set()
-        runtime_name = None
+        runtime = None
         try:
-            runtime = resolve_runtime(isvc, self._namespace_runtimes(ns), self._cluster_runtimes())
-            runtime_name = runtime.name
+            if isvc.spec.predictor.model is not None:  # custom containers need no runtime
+                runtime = resolve_runtime(isvc, self._namespace_runtimes(ns), self._cluster_runtimes())
             children = reconcile(isvc, runtime, self.config)
         except (RuntimeResolutionError, ReconcileError) as exc:
             failure = (exc.reason, exc.message)
             children = []
+        autoscaled = {
+            c["spec"]["scaleTargetRef"]["name"]: c["spec"].get("minReplicas", 1)
+            for c in children if c["kind"] == "HorizontalPodAutoscaler"
+        }
         for child in children:
             self.store.put(child)
             if child["kind"] == "Deployment":
                 key = (ns, child["metadata"]["name"])
                 deployments.add(key)
+                # An HPA owns the replica count of the Deployments it scales (until the autoscaler
+                # runs locally, its minimum is what runs).
+                replicas = child["spec"].get("replicas", autoscaled.get(key[1], 1))
                 runner = self.runners.get(key)
                 if runner is None:
-                    self.runners[key] = DeploymentRunner(child, self.files.pods, self._fetch_model, self.wake)
+                    self.runners[key] = DeploymentRunner(child, replicas, self.files.pods, self._fetch_model, self.wake)
                 else:
-                    runner.update(child)
+                    runner.update(child, replicas)
         if failure is not None:
             # Keep serving what already runs: a spec that cannot be reconciled changes nothing live.
             deployments = {k for k in self.runners if k[0] == ns and k[1] == f"{name}-predictor"}
@@ -206,7 +214,7 @@ class Daemon:
             ready += status["readyReplicas"]
             endpoints += runner.endpoints()
             if runner.rollout_failed and failure is None:
-                failure = ("RolloutFailed" if runner.current else "ModelLoadFailed", runner.failure_message())
+                failure = ("ModelLoadFailed", runner.failure_message())
         self.routes.set(ns, name, endpoints)
         observation = PredictorObservation(
             desired_replicas=desired,
@@ -214,7 +222,9 @@ class Daemon:
             url=self.gateway.url_for(ns, name),
             failure_reason=failure[0] if failure else None,
             failure_message=failure[1] if failure else None,
-            runtime=runtime_name,
+            runtime=runtime.name if runtime else None,
+            runtime_kind=runtime.kind if runtime else "ClusterServingRuntime",
+            previous_revision_serving=failure is not None and ready > 0,
         )
         status = observe(isvc, observation, stored.get("status") or None)
         if status != stored.get("status"):
@@ -239,7 +249,7 @@ class Daemon:
     def _cluster_runtimes(self) -> list[ClusterServingRuntime]:
         stored = [ClusterServingRuntime.model_validate(o) for o in self.store.list("ClusterServingRuntime")]
         names = {r.metadata.name for r in stored}
-        return stored + [r for r in builtin_runtimes() if r.metadata.name not in names]
+        return stored + [r for r in self.builtin_runtimes if r.metadata.name not in names]
 
     def _fetch_model(self, uri: str, dest: Path) -> Path:
         from serving.storage import StorageSettings, initialize

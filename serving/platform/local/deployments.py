@@ -31,7 +31,7 @@ def template_hash(deployment: dict[str, Any]) -> str:
 
 
 class DeploymentRunner:
-    def __init__(self, deployment: dict[str, Any], pods_dir: Path, fetch_model: ModelFetcher, on_change: Callable[[], None]) -> None:
+    def __init__(self, deployment: dict[str, Any], replicas: int, pods_dir: Path, fetch_model: ModelFetcher, on_change: Callable[[], None]) -> None:
         self.namespace = deployment["metadata"].get("namespace", "default")
         self.name = deployment["metadata"]["name"]
         self._pods_dir = pods_dir
@@ -43,10 +43,10 @@ class DeploymentRunner:
         self.desired: str = ""
         self.replicas = 1
         self.plan_error: str | None = None
-        self.update(deployment)
+        self.update(deployment, replicas)
 
-    def update(self, deployment: dict[str, Any]) -> None:
-        self.replicas = int(deployment.get("spec", {}).get("replicas", 1))
+    def update(self, deployment: dict[str, Any], replicas: int) -> None:
+        self.replicas = int(replicas)
         desired = template_hash(deployment)
         if desired not in self._plans:
             try:

@@ -52,11 +52,20 @@ def plan_pod(template: dict[str, Any]) -> PodPlan:
     port = int(ports[0]["containerPort"]) if ports else 8080
     probe = ((main.get("readinessProbe") or {}).get("httpGet") or {}).get("path") or DEFAULT_READINESS_PATH
     env = {e["name"]: str(e.get("value", "")) for e in main.get("env") or [] if "name" in e and "valueFrom" not in e}
-    storage_uri = None
+    return PodPlan(tuple(command), env, port, probe, _storage_uri(spec, main))
+
+
+def _storage_uri(spec: dict[str, Any], main: dict[str, Any]) -> str | None:
+    """The model's URI: the storage initializer's argument, or the PVC mounted at the model path
+    (which the local storage initializer maps into its PVC root)."""
     for init in spec.get("initContainers") or []:
         if init.get("name") == STORAGE_INITIALIZER and init.get("args"):
-            storage_uri = init["args"][0]
-    return PodPlan(tuple(command), env, port, probe, storage_uri)
+            return init["args"][0]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes") or [] if "persistentVolumeClaim" in v}
+    for mount in main.get("volumeMounts") or []:
+        if mount.get("mountPath") == MODEL_MOUNT and mount.get("name") in claims:
+            return f"pvc://{claims[mount['name']]}/{mount.get('subPath', '')}".rstrip("/")
+    return None
 
 
 def materialize(plan: PodPlan, *, port: int, model_dir: Path | None, python: str = sys.executable) -> tuple[list[str], dict[str, str]]:

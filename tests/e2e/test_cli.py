@@ -1,0 +1,84 @@
+"""The `odh` command as a user runs it: a real daemon, real flows (Prefect's ephemeral server), real output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support import FIXTURES, IRIS_DIR, free_port
+
+pytestmark = pytest.mark.e2e
+
+ODH = [sys.executable, "-m", "deployments.cli"]
+
+
+def odh(*args: str, state: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    if state is not None:
+        env["ODH_STATE_DIR"] = str(state)
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run([*ODH, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"odh {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_validate_reports_every_bad_field_and_exits_1(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "Bad_Name"},
+        "spec": {"predictor": {"minReplicas": 3, "maxReplicas": 1, "sklearn": {"storageUri": "ftp://x/y"}}},
+    }))
+    result = odh("validate", "-f", str(manifest), check=False)
+    assert result.returncode == 1
+    for field in ("metadata.name", "spec.predictor.maxReplicas", "storageUri"):
+        assert field in result.stderr
+    good = odh("validate", "-f", str(FIXTURES / "kserve" / "samples" / "storage__uri__sklearn.yaml"))
+    assert "valid" in good.stdout
+
+
+def test_render_prints_deployment_service_and_hpa() -> None:
+    result = odh("render", "-f", str(FIXTURES / "kserve" / "samples" / "storage__uri__sklearn.yaml"))
+    objects = list(yaml.safe_load_all(result.stdout))
+    assert {(o["kind"], o["metadata"]["name"]) for o in objects} >= {
+        ("Deployment", "sklearn-from-uri-predictor"), ("Service", "sklearn-from-uri-predictor"),
+        ("HorizontalPodAutoscaler", "sklearn-from-uri-predictor"),
+    }
+
+
+def test_up_deploy_status_predict_retire_down(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    try:
+        up = odh("up", "--gateway-port", str(port), state=state)
+        assert f"127.0.0.1:{port}" in up.stdout
+        deployed = odh("deploy", str(IRIS_DIR / "model.joblib"), "--name", "iris", state=state)
+        url = f"http://127.0.0.1:{port}/serving/default/iris"
+        assert url in deployed.stdout
+        for phase in ("upload", "register", "configure", "deploy", "register-service"):
+            assert phase in deployed.stdout
+
+        table = odh("status", state=state).stdout
+        assert "iris" in table and "True" in table
+        status = json.loads(odh("status", "iris", "-o", "json", state=state).stdout)
+        assert status["status"]["url"] == url
+
+        for body, key in (("iris-input-v1.json", "predictions"), ("iris-input-v2.json", "outputs")):
+            answer = json.loads(odh("predict", "iris", "--input", str(IRIS_DIR / body), state=state).stdout)
+            assert (answer[key] if key == "predictions" else answer[key][0]["data"]) == [1, 1]
+
+        retired = odh("retire", "iris", state=state)
+        assert "iris/1" in retired.stdout
+        missing = odh("status", "iris", state=state, check=False)
+        assert missing.returncode == 1 and "not found" in missing.stderr
+    finally:
+        down = odh("down", state=state, check=False)
+    assert "odh is down" in down.stdout
+    assert "no odh daemon" in odh("status", state=state, check=False).stderr

@@ -1,0 +1,98 @@
+"""What we admit, ship and report validates against KServe's own CRD schemas (openAPIV3Schema)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from serving.kserve import PredictorObservation, admit_inference_service, builtin_runtimes, observe
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kserve"
+CRDS = FIXTURES / "crds"
+
+
+def _to_json_schema(node: Any) -> Any:
+    """OpenAPI v3 (Kubernetes flavour) to JSON Schema: int-or-string becomes an anyOf, nullable admits
+    null, and the other ``x-kubernetes-*`` markers are dropped."""
+    if isinstance(node, list):
+        return [_to_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _to_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if node.get("x-kubernetes-int-or-string") and "anyOf" not in out:
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+@cache
+def crd_validator(filename: str, version: str) -> jsonschema.Draft7Validator:
+    crd = yaml.safe_load((CRDS / filename).read_text())
+    schema = next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version)
+    return jsonschema.Draft7Validator(_to_json_schema(schema))
+
+
+def assert_valid(obj: dict, filename: str, version: str) -> None:
+    errors = sorted(crd_validator(filename, version).iter_errors(obj), key=lambda e: list(e.absolute_path))
+    assert not errors, [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]]
+
+
+def _admitted_samples() -> list[tuple[str, dict]]:
+    admitted = []
+    for path in sorted((FIXTURES / "samples").glob("*.yaml")):
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        except yaml.YAMLError:
+            continue
+        for doc in docs:
+            try:
+                admitted.append((f"{path.name}:{doc['metadata']['name']}", admit_inference_service(doc).to_dict()))
+            except Exception:  # noqa: BLE001 - rejections are covered by test_kserve_admission
+                continue
+    return admitted
+
+
+ADMITTED = _admitted_samples()
+
+
+def test_helper_catches_schema_violations():
+    bad = dict(ADMITTED[0][1])
+    bad["spec"] = {"predictor": {"minReplicas": "one"}}
+    with pytest.raises(AssertionError):
+        assert_valid(bad, "serving.kserve.io_inferenceservices.yaml", "v1beta1")
+
+
+@pytest.mark.parametrize("isvc", [a[1] for a in ADMITTED], ids=[a[0] for a in ADMITTED])
+def test_admitted_inference_services_validate_against_the_crd(isvc):
+    assert_valid(isvc, "serving.kserve.io_inferenceservices.yaml", "v1beta1")
+
+
+def test_enough_samples_admitted():
+    assert len(ADMITTED) >= 80
+
+
+@pytest.mark.parametrize("runtime", builtin_runtimes(), ids=lambda rt: rt.name)
+def test_builtin_runtimes_validate_against_the_crd(runtime):
+    assert_valid(runtime.to_dict(), "serving.kserve.io_clusterservingruntimes.yaml", "v1alpha1")
+
+
+@pytest.mark.parametrize(
+    "observation",
+    [
+        PredictorObservation(2, 2, url="http://iris.example.com", runtime="odh-sklearnserver"),
+        PredictorObservation(1, 0),
+        PredictorObservation(0, 0, failure_reason="NoSupportingRuntime", failure_message="none"),
+        PredictorObservation(1, 0, failure_reason="ModelLoadFailed", failure_message="bad pickle"),
+    ],
+)
+def test_observed_status_validates_against_the_crd(observation):
+    isvc = admit_inference_service(dict(ADMITTED[0][1]))
+    obj = isvc.to_dict()
+    obj["status"] = observe(isvc, observation)
+    assert_valid(obj, "serving.kserve.io_inferenceservices.yaml", "v1beta1")
