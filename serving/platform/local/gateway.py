@@ -450,6 +450,12 @@ class _Exchange:
             kept += (name, b": ", value, b"\r\n")
         if tokens and any(t not in (b"close", b"keep-alive", b"upgrade") for t in tokens):
             kept = _drop_named(kept, tokens)
+        if b"upgrade" in tokens and (self.content_length or self.chunked_in):
+            # httptools hands the body of an upgrade request over as raw upgrade bytes; rather than
+            # forward a request whose body would never follow, refuse it (bodiless ones go as plain HTTP).
+            self.close_after = True
+            self.local = (501, b'{"error":"protocol upgrade with a request body is not supported"}')
+            return
         target, path = self.gateway.routes.resolve(url.decode("latin-1"), host.decode("latin-1") if host else None)
         if target is None:
             self.local = (404, b'{"error":"no InferenceService routes %s"}' % _json_escape(url))
