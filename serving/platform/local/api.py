@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, PlainTextResponse
 
 from serving.errors import AdmissionError, NotFoundError
 
@@ -46,6 +46,11 @@ def build_api(daemon: Daemon) -> FastAPI:
             "state_dir": str(daemon.files.state),
             "routes": daemon.routes.snapshot(),
         }
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        """The gateway's Prometheus counters (requests by route and code, upstream errors, in flight)."""
+        return PlainTextResponse(daemon.gateway.metrics_text(), media_type="text/plain; version=0.0.4")
 
     @app.get("/pods")
     async def pods() -> list[dict[str, Any]]:
