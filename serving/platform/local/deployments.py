@@ -74,12 +74,15 @@ class DeploymentRunner:
             replica.start()
         while len(replicas) > self.replicas:
             asyncio.create_task(replicas.pop().stop())
-        if self.current != self.desired and sum(r.ready for r in replicas) >= self.replicas:
-            for old_hash in [h for h in self._sets if h != self.desired]:
-                for replica in self._sets.pop(old_hash):
-                    asyncio.create_task(replica.stop())
-            self.current = self.desired
-            self._on_change()
+        # Once the desired set is fully ready, every other set goes: the old version after a rollout,
+        # or an abandoned failed rollout once the spec is rolled back.
+        if len(self._sets) > 1 or self.current != self.desired:
+            if sum(r.ready for r in replicas) >= self.replicas:
+                for old_hash in [h for h in self._sets if h != self.desired]:
+                    for replica in self._sets.pop(old_hash):
+                        asyncio.create_task(replica.stop())
+                self.current = self.desired
+                self._on_change()
 
     @property
     def rollout_failed(self) -> bool:
