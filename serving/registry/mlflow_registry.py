@@ -118,10 +118,9 @@ class ModelRegistry:
         return [v for v in versions if v.tags.get("odh.deployment.status") != RETIRED]
 
     def list_versions(self, name: str) -> list[RegisteredVersion]:
-        return sorted(
-            (_to_version(v) for v in self._client.search_model_versions(f"name = '{name}'")),
-            key=lambda v: int(v.version),
-        )
+        # Searches do not return aliases: read each version to get them.
+        numbers = sorted(int(v.version) for v in self._client.search_model_versions(f"name = '{name}'"))
+        return [self.get_version(name, str(n)) for n in numbers]
 
     def _ensure_registered_model(self, name: str) -> None:
         from mlflow.exceptions import MlflowException
