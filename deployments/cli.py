@@ -246,7 +246,7 @@ class _PhaseLog(logging.Handler):
 
 def _show_flow_progress(status) -> None:  # noqa: ANN001
     """Replace Prefect's console log lines with one tidy line per finished phase."""
-    import prefect  # noqa: F401 - sets up Prefect's logging, which is then adjusted below
+    import flows  # noqa: F401 - importing the flows sets up Prefect's logging, adjusted below
 
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
         logger = logging.getLogger(name)
