@@ -248,11 +248,9 @@ def _show_flow_progress(status) -> None:  # noqa: ANN001
     """Replace Prefect's console log lines with one tidy line per finished phase."""
     import flows  # noqa: F401 - importing the flows sets up Prefect's logging, adjusted below
 
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # Prefect puts its console handler on the root logger
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.setLevel(logging.WARNING)
     logging.getLogger("prefect.flow_runs").addHandler(_PhaseLog(status))
 
 

@@ -59,6 +59,8 @@ def deploy_model(
     applied = deploy(manifest, state=state_dir)
     logger.info("deploy: applied generation %s", applied["metadata"].get("generation"))
     live = initialize(applied, timeout_seconds, state=state_dir)
+    logger.info("initialize: model fetched and loaded, %s replica(s) ready",
+                live.get("status", {}).get("modelStatus", {}).get("copies", {}).get("totalCopies", "all"))
     url = register_service(version, live, state=state_dir)
     logger.info("register-service: %s is Ready at %s", name, url)
     result = Deployment(name, namespace, url, version.name, version.version, version.source, True)

@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("--gateway-host", default="127.0.0.1")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe is noise
     from serving.platform.local.daemon import Daemon
 
     try:

@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from serving.errors import AdmissionError, NotFoundError
 
@@ -19,19 +19,19 @@ if TYPE_CHECKING:
 
 
 def build_api(daemon: Daemon) -> FastAPI:
-    app = FastAPI(title="odh platform", default_response_class=ORJSONResponse)
+    app = FastAPI(title="odh platform")
 
     @app.exception_handler(AdmissionError)
-    async def admission_failed(_: Request, exc: AdmissionError) -> ORJSONResponse:
-        return ORJSONResponse(
+    async def admission_failed(_: Request, exc: AdmissionError) -> JSONResponse:
+        return JSONResponse(
             {"error": str(exc), "kind": exc.kind, "name": exc.name,
              "errors": [{"field": e.field, "reason": e.reason} for e in exc.errors]},
             status_code=422,
         )
 
     @app.exception_handler(NotFoundError)
-    async def not_found(_: Request, exc: NotFoundError) -> ORJSONResponse:
-        return ORJSONResponse({"error": str(exc)}, status_code=404)
+    async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=404)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
