@@ -19,6 +19,7 @@ Results go to ``benchmarks/results/gateway_latency.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,10 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
 from support import free_port, running, wait_http  # noqa: E402
 
@@ -180,9 +183,9 @@ def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     return {**middle, "runs": [{k: round(v, 4) for k, v in r.items()} for r in runs]}  # type: ignore[dict-item]
 
 
-def run(duration: float, repeat: int, upstream: str, concurrency: int) -> dict[str, Any]:
-    load = _wrk if shutil.which("wrk") else _python_load
-    tool = "wrk" if load is _wrk else "python load generator"
+@contextlib.contextmanager
+def _standalone(upstream: str) -> Iterator[tuple[str, str, str]]:
+    """A model server and the gateway in its own process, routed by a --route flag."""
     server_port, gateway_port = free_port(), free_port()
     command, upstream_name = _upstream_command(upstream, server_port)
     with running(command) as server:
@@ -191,17 +194,45 @@ def run(duration: float, repeat: int, upstream: str, concurrency: int) -> dict[s
                        "--route", f"default/iris=127.0.0.1:{server_port}"]
         with running(gateway_cmd) as gateway:
             wait_http(f"http://127.0.0.1:{gateway_port}/healthz", timeout=30, proc=gateway)
-            direct = f"http://127.0.0.1:{server_port}{DIRECT_PATH}"
-            through = f"http://127.0.0.1:{gateway_port}{GATEWAY_PATH}"
-            for url in (direct, through):  # warm up both paths (imports, pools, caches)
-                load(url, 4, 2)
-            results: dict[str, dict[str, list[dict[str, float]]]] = {
-                "latency_c1": {"direct": [], "gateway": []}, f"throughput_c{concurrency}": {"direct": [], "gateway": []}}
-            for _ in range(repeat):
-                for name, url in (("direct", direct), ("gateway", through)):
-                    results["latency_c1"][name].append(load(url, 1, duration))
-                for name, url in (("direct", direct), ("gateway", through)):
-                    results[f"throughput_c{concurrency}"][name].append(load(url, concurrency, duration))
+            yield (f"http://127.0.0.1:{server_port}{DIRECT_PATH}", f"http://127.0.0.1:{gateway_port}{GATEWAY_PATH}",
+                   f"{upstream_name}, gateway process")
+
+
+@contextlib.contextmanager
+def _daemon() -> Iterator[tuple[str, str, str]]:
+    """The real embedded platform: `odh up`'s daemon runs the iris InferenceService; its gateway shares
+    the daemon's event loop with the control API and the reconcile loop, as users run it."""
+    from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
+
+    with tempfile.TemporaryDirectory() as state_dir:
+        state = Path(state_dir)
+        start_daemon(state, free_port())
+        try:
+            platform = LocalPlatform(state)
+            platform.apply({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                            "metadata": {"name": "iris"},
+                            "spec": {"predictor": {"sklearn": {"storageUri": IRIS_DIR.as_uri()}}}})
+            url = platform.wait_ready("InferenceService", "default", "iris", timeout=120)["status"]["url"]
+            (pod,) = [p for p in platform.pods() if p["ready"]]
+            yield (f"http://127.0.0.1:{pod['port']}{DIRECT_PATH}", f"{url}{DIRECT_PATH}",
+                   "serving.runtimes.server replica, gateway inside the odh daemon")
+        finally:
+            stop_daemon(state)
+
+
+def run(duration: float, repeat: int, upstream: str, concurrency: int, via: str = "daemon") -> dict[str, Any]:
+    load = _wrk if shutil.which("wrk") else _python_load
+    tool = "wrk" if load is _wrk else "python load generator"
+    with (_daemon() if via == "daemon" else _standalone(upstream)) as (direct, through, upstream_name):
+        for url in (direct, through):  # warm up both paths (imports, pools, caches)
+            load(url, 4, 2)
+        results: dict[str, dict[str, list[dict[str, float]]]] = {
+            "latency_c1": {"direct": [], "gateway": []}, f"throughput_c{concurrency}": {"direct": [], "gateway": []}}
+        for _ in range(repeat):
+            for name, url in (("direct", direct), ("gateway", through)):
+                results["latency_c1"][name].append(load(url, 1, duration))
+            for name, url in (("direct", direct), ("gateway", through)):
+                results[f"throughput_c{concurrency}"][name].append(load(url, concurrency, duration))
     lat = {name: _median_run(runs) for name, runs in results["latency_c1"].items()}
     thr = {name: sorted(results[f"throughput_c{concurrency}"][name], key=lambda r: r["rps"]) for name in ("direct", "gateway")}
     thr_direct = statistics.median(r["rps"] for r in thr["direct"])
@@ -260,9 +291,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measure (the median counts)")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--upstream", choices=["auto", "server", "standin"], default="auto")
+    parser.add_argument("--upstream", choices=["auto", "server", "standin"], default="auto",
+                        help="upstream for --via standalone")
+    parser.add_argument("--via", choices=["daemon", "standalone"], default="daemon",
+                        help="the gateway inside a real odh daemon (default) or alone in its own process")
     args = parser.parse_args()
-    result = run(args.duration, args.repeat, args.upstream, args.concurrency)
+    result = run(args.duration, args.repeat, args.upstream, args.concurrency, args.via)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     _print_table(result, args.concurrency)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from serving.config import mlflow_tracking_uri, model_cache_dir, state_dir
+from serving.config import mlflow_tracking_uri, state_dir
 from serving.errors import DaemonNotRunningError
 from serving.registry import ModelRegistry
 from serving.storage import StorageSettings
@@ -26,7 +26,7 @@ def registry_for(state: Path) -> ModelRegistry:
 
 
 def storage_settings(state: Path) -> StorageSettings:
-    return StorageSettings.from_env(model_cache_dir(state), pvc_root=state / "pvc", mlflow_tracking_uri=mlflow_tracking_uri(state))
+    return StorageSettings.for_state(state)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -54,6 +54,18 @@ class StorageSettings:
         values.update(overrides)
         return cls(cache_dir=Path(cache_dir), **values)
 
+    @classmethod
+    def for_state(cls, state: Path) -> StorageSettings:
+        """The embedded platform's settings: cache, PVC root and MLflow database in the state directory
+        (``ODH_PVC_ROOT`` and ``MLFLOW_TRACKING_URI`` still win)."""
+        from serving.config import mlflow_tracking_uri, model_cache_dir
+
+        return cls.from_env(
+            model_cache_dir(state),
+            pvc_root=Path(os.environ.get("ODH_PVC_ROOT") or state / "pvc"),
+            mlflow_tracking_uri=mlflow_tracking_uri(state),
+        )
+
     def resolved_s3_endpoint(self) -> str | None:
         return self.s3_endpoint_url or s3_endpoint_from_env()
 

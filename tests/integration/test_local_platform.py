@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
@@ -84,6 +85,11 @@ def test_iris_becomes_ready_and_answers_v1_and_v2_through_the_gateway(platform: 
     assert predictions(url) == ([1, 1], [1, 1])
     deployment = platform.get("Deployment", "default", "iris-predictor")
     assert deployment["status"]["readyReplicas"] == 1
+    metrics = httpx.get(f"http://127.0.0.1:{gateway_port}/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.text) for s in family.samples}
+    assert samples[("odh_gateway_requests_total", (("code", "200"), ("route", "default/iris")))] == 2
 
 
 def test_the_kserve_sdk_rest_client_works_unchanged_v1_and_v2(platform: LocalPlatform) -> None:

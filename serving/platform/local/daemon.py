@@ -21,7 +21,7 @@ from typing import Any
 
 import uvicorn
 
-from serving.config import DEFAULT_GATEWAY_PORT, mlflow_tracking_uri, model_cache_dir
+from serving.config import DEFAULT_GATEWAY_PORT
 from serving.errors import PlatformError, RuntimeResolutionError
 from serving.kserve import (
     PredictorObservation,
@@ -255,10 +255,7 @@ class Daemon:
         from serving.storage import StorageSettings, initialize
 
         if self._storage_settings is None:
-            state = self.files.state
-            self._storage_settings = StorageSettings.from_env(
-                model_cache_dir(state), pvc_root=state / "pvc", mlflow_tracking_uri=mlflow_tracking_uri(state)
-            )
+            self._storage_settings = StorageSettings.for_state(self.files.state)
         return initialize(uri, dest, self._storage_settings)
 
 

@@ -368,7 +368,7 @@ class _Exchange:
         "upstream_path", "head", "no_host", "chunked_in", "local", "request_done", "pending", "pending_size",
         "replay", "replay_size", "endpoint", "tried", "upstream", "reused", "response_started",
         "response_done", "status", "out", "chunked_out", "until_close", "close_after", "no_body", "timer",
-        "last_io", "aborted", "finished", "expect", "content_length", "hold",
+        "last_io", "aborted", "finished", "expect", "content_length", "hold", "local_type",
     )
 
     def __init__(self, client: _ClientConnection) -> None:
@@ -387,6 +387,7 @@ class _Exchange:
         self.no_host = False
         self.chunked_in = False
         self.local: tuple[int, bytes] | None = None  # the gateway's own answer
+        self.local_type = b"application/json"
         self.request_done = False
         self.pending: list[bytes] = []  # upstream-bound bytes not written yet
         self.pending_size = 0
@@ -419,6 +420,10 @@ class _Exchange:
         url = self.url
         if url == b"/healthz" and self.method in (b"GET", b"HEAD"):
             self.local = (200, b'{"status":"ok"}')
+            return
+        if url == b"/metrics" and self.method in (b"GET", b"HEAD"):
+            self.local = (200, self.gateway.metrics_text())
+            self.local_type = b"text/plain; version=0.0.4; charset=utf-8"
             return
         host: bytes | None = None
         forwarded_for: bytes | None = None
@@ -649,8 +654,9 @@ class _Exchange:
         if not self.request_done and (self.chunked_in or self.expect or self.content_length > REPLAY_LIMIT):
             self.close_after = True  # rather than read a big body only to drop it; small ones are drained
         connection = b"close" if (self.close_after or not self.keep_alive) else b"keep-alive"
-        self.client.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                          b"connection: %s\r\n\r\n%s" % (status, _REASONS[status], len(body), connection, body))
+        self.client.write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+                          b"connection: %s\r\n\r\n%s" % (status, _REASONS[status], self.local_type, len(body),
+                                                        connection, body))
         self.response_started = self.response_done = True
         if self.request_done or self.close_after:
             self.finish()
