@@ -7,7 +7,8 @@ Three measurements, side by side:
 - platform: `LocalPlatform.apply` of the InferenceService until Ready (storage initializer, replica start,
   readiness probe, status);
 - odh deploy: the whole `odh deploy` command (Prefect flow: upload, register in MLflow, configure, deploy,
-  initialize, register service) until it returns with the service Ready.
+  initialize, register service) until it returns with the service Ready, first with Prefect's ephemeral
+  server (what a bare `odh up` gives), then with the Prefect server `odh up --prefect` starts.
 Results are printed and written to benchmarks/results/deploy_ready.json.
 """
 
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+from deployments.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon  # noqa: E402
 from support import IRIS_DIR, free_port, running  # noqa: E402
 
@@ -57,8 +59,11 @@ def platform_apply(platform: LocalPlatform, name: str) -> float:
     return elapsed
 
 
-def odh_deploy(state: Path, name: str) -> float:
+def odh_deploy(state: Path, name: str, prefect_api: str | None = None) -> float:
     env = {**os.environ, "ODH_STATE_DIR": str(state)}
+    env.pop("PREFECT_API_URL", None)
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
     started = time.perf_counter()
     subprocess.run([str(REPO / ".venv" / "bin" / "odh"), "deploy", str(IRIS_DIR / "model.joblib"), "--name", name],
                    check=True, env=env, capture_output=True)
@@ -78,15 +83,20 @@ def main() -> None:
             results = {
                 "baseline: bare model server start": [bare_server_start() for _ in range(args.runs)],
                 "platform apply -> Ready": [platform_apply(platform, f"apply-{i}") for i in range(args.runs)],
-                "odh deploy -> Ready": [odh_deploy(state, f"iris-{i}") for i in range(args.runs)],
+                "odh deploy -> Ready (ephemeral Prefect)": [odh_deploy(state, f"iris-{i}") for i in range(args.runs)],
             }
+            api = start_prefect_server(state, port=free_port())
+            odh_deploy(state, "warmup-server", api)
+            results["odh deploy -> Ready (odh up --prefect)"] = [
+                odh_deploy(state, f"iris-server-{i}", api) for i in range(args.runs)]
         finally:
+            stop_prefect_server(state)
             stop_daemon(state)
     base = statistics.median(results["baseline: bare model server start"])
-    print(f"{'measurement':40} {'median s':>9} {'min s':>7} {'x baseline':>11}")
+    print(f"{'measurement':42} {'median s':>9} {'min s':>7} {'x baseline':>11}")
     for label, values in results.items():
         median = statistics.median(values)
-        print(f"{label:40} {median:9.2f} {min(values):7.2f} {median / base:11.2f}")
+        print(f"{label:42} {median:9.2f} {min(values):7.2f} {median / base:11.2f}")
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "deploy_ready.json").write_text(json.dumps(results, indent=2))
