@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from serving.errors import AdmissionError, NotFoundError
+from serving.errors import AdmissionError, FieldError, NotFoundError
 
 if TYPE_CHECKING:
     from serving.platform.local.daemon import Daemon
@@ -60,10 +60,10 @@ def build_api(daemon: Daemon) -> FastAPI:
     async def apply(kind: str, request: Request) -> dict[str, Any]:
         obj = await request.json()
         if not isinstance(obj, dict):
-            raise AdmissionError([_field("", "the body must be a JSON object")], kind=kind)
+            raise AdmissionError([FieldError("", "the body must be a JSON object")], kind=kind)
         obj.setdefault("kind", kind)
         if obj["kind"] != kind:
-            raise AdmissionError([_field("kind", f"is {obj['kind']!r} but was posted to {kind}")], kind=kind)
+            raise AdmissionError([FieldError("kind", f"is {obj['kind']!r} but was posted to {kind}")], kind=kind)
         return daemon.apply(obj)
 
     @app.get("/apis/{kind}")
@@ -87,9 +87,3 @@ def build_api(daemon: Daemon) -> FastAPI:
 def _ns(namespace: str) -> str:
     # Cluster-scoped objects are addressed with "-" as their namespace in URLs.
     return "" if namespace == "-" else namespace
-
-
-def _field(field: str, reason: str):  # noqa: ANN202
-    from serving.errors import FieldError
-
-    return FieldError(field, reason)
