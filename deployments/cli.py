@@ -211,6 +211,37 @@ def render(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help=
     print(yaml.safe_dump_all(objects, sort_keys=False), end="")
 
 
+llmd = typer.Typer(help="LLM-D: KV-cache-aware router, scheduler, indexer and engine simulator.", no_args_is_help=True)
+app.add_typer(llmd, name="llmd")
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _run_module(module: str, args: list[str]) -> None:
+    """Hand the remaining arguments to a long-running service's own argument parser."""
+    import runpy
+
+    sys.argv = [f"odh llmd {module.rsplit('.', 1)[-1]}", *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+@llmd.command("serve", context_settings=_PASS_THROUGH)
+def llmd_serve(ctx: typer.Context) -> None:
+    """Router + scheduler + indexer + monitor in one process (`--help` for its flags)."""
+    _run_module("serving.llmd.serve", ctx.args)
+
+
+@llmd.command("sim", context_settings=_PASS_THROUGH)
+def llmd_sim(ctx: typer.Context) -> None:
+    """Simulated vLLM engines for load tests (`--help` for its flags)."""
+    _run_module("serving.llmd.sim", ctx.args)
+
+
+@llmd.command("index", context_settings=_PASS_THROUGH)
+def llmd_index(ctx: typer.Context) -> None:
+    """The KV-cache indexer alone, with its HTTP scoring API (`--help` for its flags)."""
+    _run_module("serving.llmd.kvcache.server", ctx.args)
+
+
 def _documents(file: Path) -> list[dict[str, Any]]:
     try:
         return [d for d in yaml.safe_load_all(file.read_text()) if d]

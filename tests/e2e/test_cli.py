@@ -82,3 +82,10 @@ def test_up_deploy_status_predict_retire_down(tmp_path: Path) -> None:
         down = odh("down", state=state, check=False)
     assert "odh is down" in down.stdout
     assert "no odh daemon" in odh("status", state=state, check=False).stderr
+
+
+def test_llmd_commands_hand_their_flags_to_the_services() -> None:
+    sim = odh("llmd", "sim", "--help")
+    assert "--base-port" in sim.stdout and "--zmq-base-port" in sim.stdout
+    index = odh("llmd", "index", "--help")
+    assert "--engine" in index.stdout
