@@ -1,0 +1,187 @@
+"""Indexer benchmark: block events ingested per second, and score latency for an 8k-token prompt over 100 pods.
+
+    .venv/bin/python benchmarks/llmd/indexer.py [--pods 100] [--events 200000] [--json]
+
+Ingest: BlockStored events of one 32-token block each (the worst case: one event per block, each
+chained to the previous one of its sequence), spread over the pods; measured for the index alone
+(decoded events) and end to end from msgpack payloads (decode + index). Score: the prompt's keys are
+computed (tokens -> 256 chained keys) and scored against an index where the pods hold prefixes of
+different lengths of that prompt, plus unrelated blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from serving.llmd.kvcache.events import BlockStored, decode_payload  # noqa: E402
+from serving.llmd.kvcache.index import KVIndex  # noqa: E402
+
+BLOCK = 32
+TARGET_EVENTS_PER_S = 200_000
+TARGET_SCORE_MS = 2.0
+
+
+def make_events(n: int, pods: int, chain: int, rng: random.Random) -> list[tuple[str, BlockStored]]:
+    """``n`` one-block BlockStored events: per pod, sequences of ``chain`` blocks, parent -> child."""
+    out = []
+    engine_hash = 1
+    parents: dict[int, int | None] = {}
+    depth: dict[int, int] = {}
+    for i in range(n):
+        pod = i % pods
+        if depth.get(pod, 0) % chain == 0:
+            parents[pod] = None
+        tokens = [rng.randrange(32000) for _ in range(BLOCK)]
+        out.append((f"pod-{pod}", BlockStored([engine_hash], parents[pod], tokens, BLOCK, None, "GPU")))
+        parents[pod] = engine_hash
+        depth[pod] = depth.get(pod, 0) + 1
+        engine_hash += 1
+    return out
+
+
+def bench_ingest(n: int, pods: int) -> dict[str, float]:
+    rng = random.Random(1)
+    events = make_events(n, pods, chain=64, rng=rng)
+    payloads = [
+        (
+            pod,
+            msgpack.packb(
+                [time.time(), [{"type": "BlockStored", "block_hashes": e.block_hashes, "parent_block_hash": e.parent_block_hash,
+                                "token_ids": e.token_ids, "block_size": BLOCK, "lora_id": None, "medium": "GPU"}], 0]
+            ),
+        )
+        for pod, e in events
+    ]
+    index = KVIndex(block_size=BLOCK, capacity=4_000_000)
+    t0 = time.perf_counter()
+    for pod, event in events:
+        index.apply(pod, event)
+    core = n / (time.perf_counter() - t0)
+    assert index.stats.stored_blocks == n and index.stats.orphaned_blocks == 0
+
+    index = KVIndex(block_size=BLOCK, capacity=4_000_000)
+    t0 = time.perf_counter()
+    for pod, payload in payloads:
+        index.apply_batch(pod, decode_payload(payload))
+    wire = n / (time.perf_counter() - t0)
+
+    # vLLM usually stores a prompt's blocks in one event: 16 blocks per event, from the wire, in blocks/s.
+    per = 16
+    multi = []
+    for i in range(0, n, per):
+        chunk = events[i : i + per]
+        tokens = [t for _, e in chunk for t in e.token_ids]
+        multi.append(msgpack.packb([time.time(), [{"type": "BlockStored", "block_hashes": [e.block_hashes[0] for _, e in chunk],
+                                                   "parent_block_hash": None, "token_ids": tokens, "block_size": BLOCK,
+                                                   "lora_id": None, "medium": "GPU"}], 0]))
+    index = KVIndex(block_size=BLOCK, capacity=4_000_000)
+    t0 = time.perf_counter()
+    for i, payload in enumerate(multi):
+        index.apply_batch(f"pod-{i % pods}", decode_payload(payload))
+    multi_rate = index.stats.stored_blocks / (time.perf_counter() - t0)
+    return {"index_only": core, "decode_and_index": wire, "decode_and_index_16_per_event": multi_rate}
+
+
+def bench_score(pods: int, tokens: int, rounds: int) -> dict[str, float]:
+    rng = random.Random(2)
+    index = KVIndex(block_size=BLOCK, capacity=4_000_000)
+    prompt = [rng.randrange(32000) for _ in range(tokens)]
+    blocks = tokens // BLOCK
+    engine_hash = 1
+    for p in range(pods):
+        pod = f"pod-{p}"
+        # pod p holds a prefix of the prompt of a length spread over 0..blocks, plus 64 unrelated blocks
+        held = (p * blocks) // max(1, pods - 1)
+        if held:
+            hashes = list(range(engine_hash, engine_hash + held))
+            engine_hash += held
+            index.apply(pod, BlockStored(hashes, None, prompt[: held * BLOCK], BLOCK))
+        other = [rng.randrange(32000) for _ in range(64 * BLOCK)]
+        hashes = list(range(engine_hash, engine_hash + 64))
+        engine_hash += 64
+        index.apply(pod, BlockStored(hashes, None, other, BLOCK))
+    # full: tokens -> keys -> score (what /score does after tokenizing); keyed: score of precomputed keys
+    full, scored = [], []
+    keys = index.keys_for(prompt)
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        result = index.score(index.keys_for(prompt))
+        t1 = time.perf_counter()
+        index.score(keys)
+        t2 = time.perf_counter()
+        full.append((t1 - t0) * 1000)
+        scored.append((t2 - t1) * 1000)
+    assert max(result.values()) == blocks and len(result) == pods
+    full.sort()
+    scored.sort()
+
+    def pct(xs: list[float], q: float) -> float:
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    return {
+        "p50_ms": pct(full, 0.50),
+        "p99_ms": pct(full, 0.99),
+        "mean_ms": statistics.fmean(full),
+        "score_only_p50_ms": pct(scored, 0.50),
+        "score_only_p99_ms": pct(scored, 0.99),
+    }
+
+
+def bench_tokenize(rounds: int = 50) -> dict[str, float]:
+    """For context: tokenizing an ~8k-token prompt with the fixture tokenizer (what /score adds for text)."""
+    from serving.llmd.kvcache.tokenize import PromptTokenizer
+
+    tok = PromptTokenizer(Path(__file__).resolve().parents[2] / "tests/fixtures/vllm-kv-events/tokenizer")
+    text = "over brown the world the quick user dog quick hello " * 745
+    tokens = len(tok.encode_prompt(text))
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        tok.encode_prompt(text)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {"tokens": tokens, "p50_ms": times[len(times) // 2], "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--tokens", type=int, default=8192)
+    parser.add_argument("--rounds", type=int, default=1000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    ingest = bench_ingest(args.events, args.pods)
+    score = bench_score(args.pods, args.tokens, args.rounds)
+    tokenize = bench_tokenize()
+    if args.json:
+        print(json.dumps({"ingest_blocks_per_s": ingest, "score": score, "tokenize": tokenize}, indent=2))
+        return
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    print(f"ingest ({args.events} blocks of {BLOCK} tokens, {args.pods} pods; one block per event unless noted)")
+    for name, rate in ingest.items():
+        print(f"  {name:30s} {rate:12,.0f} blocks/s   target >= {TARGET_EVENTS_PER_S:,}  {verdict(rate >= TARGET_EVENTS_PER_S)}")
+    print(f"score ({args.tokens}-token prompt = {args.tokens // BLOCK} blocks, {args.pods} pods, {args.rounds} rounds)")
+    print(f"  keys+score p50 {score['p50_ms']:.3f} ms  p99 {score['p99_ms']:.3f} ms   target < {TARGET_SCORE_MS} ms  "
+          f"{verdict(score['p99_ms'] < TARGET_SCORE_MS)}")
+    print(f"  score only p50 {score['score_only_p50_ms']:.3f} ms  p99 {score['score_only_p99_ms']:.3f} ms")
+    print(f"tokenize ({tokenize['tokens']} tokens, fixture byte-level BPE; not part of the target)")
+    print(f"  p50 {tokenize['p50_ms']:.2f} ms  p99 {tokenize['p99_ms']:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
