@@ -1,0 +1,231 @@
+"""The load monitor: scrapes each engine's ``/metrics`` every 50-100 ms and keeps ``PodState`` current.
+
+Reads ``vllm:num_requests_running``, ``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc`` and
+``vllm:cache_config_info{block_size,num_gpu_blocks}``; counts the router's own in-flight requests per
+pod (exact, covering the scrape lag); marks a pod unhealthy after ``fail_threshold`` consecutive failed
+scrapes (or when the router reports connection failures) and healthy again when it answers, so pool
+membership follows readiness. ``on_down``/``on_up`` callbacks let the router drop a pod's cache state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.llmd.scheduler import PodState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    """One engine: its OpenAI base URL, and its KV-event ZMQ endpoint when events are on."""
+
+    url: str
+    zmq_endpoint: str | None = None
+    name: str = ""
+    role: str = "both"
+    replay_endpoint: str | None = None
+
+    @property
+    def pod(self) -> str:
+        return self.name or pod_name(self.url)
+
+
+def pod_name(url: str) -> str:
+    parsed = urlparse(url)
+    return parsed.netloc or url
+
+
+_ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+def parse_engine(text: str) -> EngineSpec:
+    """``URL[=ZMQ_ENDPOINT[,replay=ENDPOINT][,role=prefill|decode|both]]``, e.g.
+    ``http://127.0.0.1:8001=tcp://127.0.0.1:5557,replay=tcp://127.0.0.1:5558``; ``URL,role=prefill``
+    sets a role without events."""
+    head, _, options = text.partition(",")
+    url, sep, zmq = head.partition("=")
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"engine {text!r}: expected URL[=ZMQ_ENDPOINT] with an http(s) URL")
+    if sep and not zmq.startswith(_ENDPOINT_SCHEMES):
+        raise ValueError(f"engine {text!r}: the ZMQ endpoint must look like tcp://HOST:PORT")
+    replay, role = None, "both"
+    for option in filter(None, options.split(",")):
+        key, eq, value = option.partition("=")
+        if key == "replay" and eq and value.startswith(_ENDPOINT_SCHEMES):
+            replay = value
+        elif key == "role" and value in ("both", "prefill", "decode"):
+            role = value
+        else:
+            raise ValueError(f"engine {text!r}: unknown option {option!r} (replay=tcp://HOST:PORT, role=ROLE)")
+    return EngineSpec(url, zmq or None, role=role, replay_endpoint=replay)
+
+
+_GAUGES = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv_usage",
+    "vllm:gpu_cache_usage_perc": "kv_usage",  # older vLLM name
+}
+
+
+def parse_vllm_metrics(text: str) -> dict[str, Any]:
+    """The load figures in one ``/metrics`` text (summed over label sets, e.g. several model names)."""
+    out: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            field = _GAUGES.get(sample.name)
+            if field is not None:
+                out[field] = out.get(field, 0.0) + float(sample.value)
+            elif sample.name in ("vllm:cache_config_info", "vllm:cache_config_info_info"):
+                labels = sample.labels
+                with contextlib.suppress(KeyError, ValueError, TypeError):
+                    out["block_size"] = int(labels["block_size"])
+                with contextlib.suppress(KeyError, ValueError, TypeError):
+                    out["num_blocks"] = int(float(labels["num_gpu_blocks"]))
+    if "running" in out:
+        out["running"] = int(out["running"])
+    if "waiting" in out:
+        out["waiting"] = int(out["waiting"])
+    return out
+
+
+def apply_metrics(pod: PodState, values: dict[str, Any]) -> None:
+    for field in ("running", "waiting", "kv_usage", "block_size", "num_blocks"):
+        if field in values:
+            setattr(pod, field, values[field])
+
+
+class LoadMonitor:
+    def __init__(
+        self,
+        engines: Iterable[EngineSpec],
+        interval_s: float = 0.075,
+        fail_threshold: int = 3,
+        timeout_s: float = 1.0,
+        on_down: Callable[[str], Any] | None = None,
+        on_up: Callable[[str], Any] | None = None,
+        on_scrape: Callable[[], Any] | None = None,
+    ) -> None:
+        self.engines = {e.pod: e for e in engines}
+        # Unknown until the first successful scrape: a pod joins the pool when it answers.
+        self.pods: dict[str, PodState] = {
+            name: PodState(name=name, url=e.url, healthy=False, role=e.role) for name, e in self.engines.items()  # type: ignore[arg-type]
+        }
+        self.interval_s = interval_s
+        self.fail_threshold = fail_threshold
+        self.timeout_s = timeout_s
+        self.on_down, self.on_up, self.on_scrape = on_down, on_up, on_scrape
+        self.failures: dict[str, int] = {name: 0 for name in self.engines}
+        self.max_model_len: dict[str, int] = {}
+        self.scrapes = 0
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the router's own in-flight count ------------------------------------------------------
+    def begin(self, name: str) -> None:
+        self.pods[name].in_flight += 1
+
+    def end(self, name: str) -> None:
+        pod = self.pods[name]
+        pod.in_flight = max(0, pod.in_flight - 1)
+
+    def snapshot(self) -> list[PodState]:
+        return list(self.pods.values())
+
+    def healthy(self) -> list[PodState]:
+        return [p for p in self.pods.values() if p.healthy]
+
+    # -- health transitions --------------------------------------------------------------------
+    def report_failure(self, name: str) -> None:
+        """A scrape failed, or the router could not connect to the pod."""
+        self.failures[name] = self.failures.get(name, 0) + 1
+        pod = self.pods[name]
+        if pod.healthy and self.failures[name] >= self.fail_threshold:
+            pod.healthy = False
+            log.warning("pod %s left the pool after %d failures", name, self.failures[name])
+            if self.on_down:
+                self.on_down(name)
+
+    def report_success(self, name: str) -> None:
+        self.failures[name] = 0
+        pod = self.pods[name]
+        if not pod.healthy:
+            pod.healthy = True
+            log.info("pod %s joined the pool", name)
+            if self.on_up:
+                self.on_up(name)
+
+    def mark_down(self, name: str) -> None:
+        """Take a pod out at once (e.g. the router saw its connection refused)."""
+        self.failures[name] = max(self.failures.get(name, 0), self.fail_threshold - 1)
+        self.report_failure(name)
+
+    # -- scraping ------------------------------------------------------------------------------
+    async def scrape_once(self) -> None:
+        assert self._client is not None
+        await asyncio.gather(*(self._scrape(name) for name in self.engines))
+        self.scrapes += 1
+        if self.on_scrape:
+            self.on_scrape()
+
+    async def _scrape(self, name: str) -> None:
+        assert self._client is not None
+        engine = self.engines[name]
+        try:
+            response = await self._client.get(engine.url + "/metrics")
+            if response.status_code != 200:
+                raise httpx.HTTPStatusError("bad status", request=response.request, response=response)
+            values = parse_vllm_metrics(response.text)
+        except Exception as exc:  # noqa: BLE001 - any failure counts against the pod
+            log.debug("scrape of %s failed: %s", name, exc)
+            self.report_failure(name)
+            return
+        apply_metrics(self.pods[name], values)
+        if name not in self.max_model_len:
+            await self._learn_model_len(name)
+        self.report_success(name)
+
+    async def _learn_model_len(self, name: str) -> None:
+        assert self._client is not None
+        with contextlib.suppress(Exception):
+            response = await self._client.get(self.engines[name].url + "/v1/models")
+            for model in response.json().get("data", []):
+                if isinstance(model.get("max_model_len"), int):
+                    self.max_model_len[name] = model["max_model_len"]
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self.scrape_once()
+            except Exception:  # noqa: BLE001 - never let the monitor die
+                log.exception("load monitor pass failed")
+            await asyncio.sleep(max(0.0, self.interval_s - (loop.time() - started)))
+
+    async def start(self) -> None:
+        limits = httpx.Limits(max_connections=4 * max(1, len(self.engines)), max_keepalive_connections=2 * max(1, len(self.engines)))
+        self._client = httpx.AsyncClient(timeout=self.timeout_s, limits=limits)
+        await self.scrape_once()
+        self._task = asyncio.create_task(self._loop(), name="llmd-load-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

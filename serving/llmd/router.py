@@ -1,0 +1,652 @@
+"""The LLM-D router: an OpenAI-compatible proxy in front of vLLM engines.
+
+Per request: API-key auth -> JSON and field checks (400/404) -> the exact-match response cache ->
+flow control (admit, queue, or 429) -> the scheduler (prefix scores from the KV indexer when events
+are on, else the router's own block keys) -> the engine, with retries to the next-best pod on
+connection errors and 5xx (never once a response has started streaming to the client), a circuit
+breaker per pod, and vLLM's disaggregated prefill/decode flow when the decision names a prefill pod.
+
+``Router(...).app`` is a Starlette app; ``serving.llmd.serve`` wires it to a monitor, an indexer and
+uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from serving.llmd.auth import ApiKey, KeyRing
+from serving.llmd.batch import BatchError, parse_batch, result_line
+from serving.llmd.breaker import CircuitBreaker
+from serving.llmd.cache import LRUCache, ResponseCache, cache_key
+from serving.llmd.kvcache.keys import block_keys
+from serving.llmd.monitor import LoadMonitor
+from serving.llmd.scheduler import (
+    Admit,
+    NoCapacity,
+    NoPods,
+    Priority,
+    Queue,
+    Reject,
+    Scheduler,
+    SchedRequest,
+    free_slots,
+    is_saturated,
+)
+
+log = logging.getLogger(__name__)
+
+COMPLETIONS = "/v1/completions"
+CHAT = "/v1/chat/completions"
+POD_HEADER = "x-odh-pod"
+
+
+@dataclass(slots=True)
+class RouterConfig:
+    model: str
+    max_model_len: int | None = None  # None: learn it from the engines' /v1/models
+    block_size: int = 16  # for the router's own block keys when no engine reported one
+    max_attempts: int = 3
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 5.0
+    connect_timeout_s: float = 2.0
+    request_timeout_s: float = 600.0
+    cache_entries: int = 4096
+    cache_ttl_s: float = 600.0
+    redis_url: str | None = None
+    batch_concurrency: int = 8
+    batch_timeout_s: float = 3600.0
+    retry_after_s: int = 1
+
+
+def error_response(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                   code: str | int | None = None, headers: Mapping[str, str] | None = None) -> Response:
+    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=dict(headers or {}))
+
+
+class _Abort(Exception):
+    """A request is answered with ``response`` before it reaches an engine."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self.response = response
+
+
+@dataclass(slots=True)
+class _Analysis:
+    token_ids: list[int] | None  # precise (the model's tokenizer), else None
+    token_count: int
+    approx_keys: list[int]
+    prefix_scores: dict[str, int]
+
+
+def validate_body(path: str, body: Any, model: str) -> Response | None:
+    """The 400/404 answers for a completions or chat body, or None when it may go on."""
+    if not isinstance(body, dict):
+        return error_response(400, "The request body must be a JSON object.")
+    requested = body.get("model")
+    if requested is None:
+        return error_response(400, "'model' is required", param="model")
+    if requested != model:
+        return error_response(404, f"The model `{requested}` does not exist.", "NotFoundError", "model",
+                              "model_not_found")
+    if "stream" in body and not isinstance(body["stream"], bool | None):
+        return error_response(400, "'stream' must be a boolean", param="stream")
+    if path == CHAT:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return error_response(400, "'messages' is required and must be a non-empty list", param="messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                return error_response(400, f"messages[{i}] must be an object with a string 'role'",
+                                      param=f"messages[{i}]")
+    else:
+        prompt = body.get("prompt")
+        ok = isinstance(prompt, str) or (
+            isinstance(prompt, list) and prompt and (
+                all(isinstance(p, str) for p in prompt)
+                or all(isinstance(p, int) and not isinstance(p, bool) for p in prompt)
+                or all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompt)))
+        if not ok:
+            return error_response(400, "'prompt' is required: a string, a list of strings or token ids",
+                                  param="prompt")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        return error_response(400, f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
+    return None
+
+
+def prompt_text(path: str, body: Mapping[str, Any]) -> str:
+    """The text the router keys on when it has no tokenizer (chat: role and content per message)."""
+    if path == CHAT:
+        parts = []
+        for m in body.get("messages") or ():
+            content = m.get("content")
+            if isinstance(content, list):
+                content = "\n".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+            parts.append(f"<{m.get('role')}>{content or ''}\n")
+        return "".join(parts)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        return prompt[0]
+    return prompt if isinstance(prompt, str) else ""
+
+
+class Router:
+    def __init__(
+        self,
+        config: RouterConfig,
+        monitor: LoadMonitor,
+        scheduler: Scheduler,
+        keys: KeyRing | None = None,
+        tokenizer: Any = None,
+        index: Any = None,
+        cache: ResponseCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.monitor = monitor
+        self.scheduler = scheduler
+        self.flow = scheduler.flow
+        self.keys = keys or KeyRing()
+        self.tokenizer = tokenizer
+        self.index = index
+        self.cache = cache or ResponseCache(LRUCache(config.cache_entries, config.cache_ttl_s), config.redis_url,
+                                            config.cache_ttl_s)
+        self.clock = clock
+        self.breakers = {name: CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s)
+                         for name in monitor.pods}
+        self.clients: dict[str, httpx.AsyncClient] = {}
+        self._waiters: dict[int, asyncio.Future[Reject | Admit]] = {}
+        self._expiry_task: asyncio.Task[None] | None = None
+        self._metrics()
+        self.app = Starlette(routes=[
+            Route(COMPLETIONS, self.completions, methods=["POST"]),
+            Route(CHAT, self.chat, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/batches", self.batches, methods=["POST"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+        ])
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        timeout = httpx.Timeout(self.config.request_timeout_s, connect=self.config.connect_timeout_s)
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30)
+        for name, pod in self.monitor.pods.items():
+            self.clients[name] = httpx.AsyncClient(base_url=pod.url, timeout=timeout, limits=limits)
+        self._expiry_task = asyncio.create_task(self._expire_loop(), name="llmd-router-expiry")
+
+    async def stop(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+        for client in self.clients.values():
+            await client.aclose()
+        await self.cache.close()
+
+    def pod_down(self, name: str) -> None:
+        """The monitor took ``name`` out of the pool: its cache is gone as far as we know."""
+        self.scheduler.forget_pod(name)
+        if self.index is not None:
+            self.index.clear_pod(name)
+
+    def pod_up(self, name: str) -> None:
+        self.breakers[name].reset()
+        self.pump()
+
+    # -- metrics -------------------------------------------------------------------------------
+    def _metrics(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.m_decision = Histogram("llmd_router_decision_seconds", "Scheduling decision latency", registry=r,
+                                    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1))
+        self.m_cache_hits = Counter("llmd_router_cache_hits", "Response cache hits", registry=r)
+        self.m_cache_misses = Counter("llmd_router_cache_misses", "Response cache misses (cacheable requests)",
+                                      registry=r)
+        self.m_retries = Counter("llmd_router_retries", "Requests re-sent to another pod", registry=r)
+        self.m_upstream_errors = Counter("llmd_router_upstream_errors", "Failed attempts at an engine",
+                                         ["pod", "kind"], registry=r)
+        self.m_requests = Counter("llmd_router_requests", "Answered requests", ["endpoint", "status"], registry=r)
+        self.m_rejected = Counter("llmd_router_rejected", "Requests turned away by flow control", ["reason"],
+                                  registry=r)
+        self.m_decisions = Counter("llmd_router_decisions", "Scheduling decisions", ["pod", "reason"], registry=r)
+        router = self
+
+        class _Live:
+            def collect(self) -> Any:
+                inflight = GaugeMetricFamily("llmd_router_pod_in_flight", "Router requests in flight per pod",
+                                             labels=["pod"])
+                healthy = GaugeMetricFamily("llmd_router_pod_healthy", "1 when the pod is in the pool", labels=["pod"])
+                waiting = GaugeMetricFamily("llmd_router_pod_waiting", "Engine queue (scraped)", labels=["pod"])
+                kv = GaugeMetricFamily("llmd_router_pod_kv_usage", "Engine KV usage 0..1 (scraped)", labels=["pod"])
+                for pod in router.monitor.pods.values():
+                    inflight.add_metric([pod.name], pod.in_flight)
+                    healthy.add_metric([pod.name], 1.0 if pod.healthy else 0.0)
+                    waiting.add_metric([pod.name], pod.waiting)
+                    kv.add_metric([pod.name], pod.kv_usage)
+                yield from (inflight, healthy, waiting, kv)
+                yield GaugeMetricFamily("llmd_router_queue_depth", "Requests waiting in flow control",
+                                        value=router.flow.queue_depth)
+                yield GaugeMetricFamily("llmd_router_in_flight", "Requests admitted and not finished",
+                                        value=router.flow.in_flight)
+
+        r.register(_Live())
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- small endpoints -----------------------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        pods = {p.name: {"healthy": p.healthy, "in_flight": p.in_flight, "running": p.running,
+                         "waiting": p.waiting, "kv_usage": p.kv_usage, "breaker": self.breakers[p.name].state}
+                for p in self.monitor.pods.values()}
+        state: dict[str, Any] = {"status": "ok", "pods": pods, "queue_depth": self.flow.queue_depth}
+        if self.index is not None:
+            state["index"] = {"keys": len(self.index), "block_size": self.index.block_size,
+                              "pods": {pod: self.index.pod_blocks(pod) for pod in self.index.pods}}
+        return Response(orjson.dumps(state), media_type="application/json")
+
+    async def ready(self, request: Request) -> Response:
+        status = 200 if self.monitor.healthy() else 503
+        return Response(orjson.dumps({"ready": status == 200}), status_code=status, media_type="application/json")
+
+    def max_model_len(self) -> int | None:
+        if self.config.max_model_len is not None:
+            return self.config.max_model_len
+        known = self.monitor.max_model_len.values()
+        return min(known) if known else None
+
+    async def models(self, request: Request) -> Response:
+        if self.keys.check(request.headers.get("authorization")) is None:
+            return self._unauthorized()
+        card: dict[str, Any] = {"id": self.config.model, "object": "model", "created": int(time.time()),
+                                "owned_by": "odh-llmd", "root": self.config.model, "parent": None, "permission": []}
+        if self.max_model_len() is not None:
+            card["max_model_len"] = self.max_model_len()
+        return Response(orjson.dumps({"object": "list", "data": [card]}), media_type="application/json")
+
+    def _unauthorized(self) -> Response:
+        return error_response(401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.",
+                              "authentication_error", code="invalid_api_key",
+                              headers={"www-authenticate": "Bearer"})
+
+    # -- the OpenAI endpoints ------------------------------------------------------------------
+    async def completions(self, request: Request) -> Response:
+        return await self._endpoint(request, COMPLETIONS)
+
+    async def chat(self, request: Request) -> Response:
+        return await self._endpoint(request, CHAT)
+
+    async def _endpoint(self, request: Request, path: str) -> Response:
+        key = self.keys.check(request.headers.get("authorization"))
+        if key is None:
+            response = self._unauthorized()
+        else:
+            raw = await request.body()
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                response = error_response(400, f"The request body is not valid JSON: {exc}")
+            else:
+                response = await self.handle(path, body, key, request.headers.get("x-priority"),
+                                             request.headers.get("x-session-id"))
+        self.m_requests.labels(path, str(response.status_code)).inc()
+        return response
+
+    async def handle(self, path: str, body: Any, key: ApiKey, priority: str | None = None,
+                     session: str | None = None, batch: bool = False) -> Response:
+        """One completions/chat request, from validation to the engine's answer."""
+        invalid = validate_body(path, body, self.config.model)
+        if invalid is not None:
+            return invalid
+        stream = bool(body.get("stream"))
+        try:
+            default = Priority.BATCH if batch else (key.tier or (Priority.STREAMING if stream else Priority.INTERACTIVE))
+            prio = Priority.BATCH if batch else Priority.parse(priority, default)
+        except ValueError as exc:
+            return error_response(400, str(exc), param="x-priority")
+        analysis = self._analyze(path, body)
+        too_long = self._check_length(body, analysis)
+        if too_long is not None:
+            return too_long
+        ckey = cache_key(path, body, self.config.model)
+        if ckey is not None:
+            cached = await self.cache.get(ckey)
+            if cached is not None:
+                self.m_cache_hits.inc()
+                return Response(cached, media_type="application/json", headers={"x-odh-cache": "hit"})
+            self.m_cache_misses.inc()
+        sreq = SchedRequest(model=self.config.model, token_count=analysis.token_count,
+                            prefix_scores=analysis.prefix_scores, approx_prefix_key=analysis.approx_keys,
+                            priority=prio, tenant=key.tenant, session_id=session or body.get("user") or None,
+                            id=uuid.uuid4().hex)
+        released = False
+
+        def finish() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.flow.release(sreq)
+                self.pump()
+
+        deferred = False
+        try:
+            await self._admit(sreq, batch)
+            response, deferred = await self._dispatch(path, body, sreq, ckey, stream, finish)
+            return response
+        except _Abort as abort:
+            return abort.response
+        finally:
+            if not deferred:
+                finish()
+
+    # -- analysis ------------------------------------------------------------------------------
+    def _analyze(self, path: str, body: Mapping[str, Any]) -> _Analysis:
+        ids: list[int] | None = None
+        if path == COMPLETIONS:
+            prompt = body.get("prompt")
+            if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+                ids = list(prompt)
+        if ids is None and self.tokenizer is not None:
+            try:
+                if path == CHAT:
+                    ids = self.tokenizer.encode_chat(body["messages"])
+                else:
+                    text = prompt_text(path, body)
+                    ids = self.tokenizer.encode_prompt(text) if text else None
+            except Exception as exc:  # noqa: BLE001 - the engine gives the authoritative error
+                log.debug("tokenization failed, using approximate keys: %s", exc)
+                ids = None
+        block_size = self._block_size()
+        if ids is not None:
+            scores: dict[str, int] = {}
+            if self.index is not None and self.index.block_size:
+                scores = self.index.score(self.index.keys_for(ids))
+            return _Analysis(ids, len(ids), block_keys(ids, block_size), scores)
+        # No tokenizer: key on the UTF-8 bytes, about four to a token.
+        data = prompt_text(path, body).encode()
+        # TODO(llmd): precise prefix scores need token ids; without --tokenizer only the approximate
+        # (router-side) prefix path is used even when the indexer receives KV events.
+        return _Analysis(None, max(1, len(data) // 4), block_keys(list(data), block_size * 4), {})
+
+    def _block_size(self) -> int:
+        for pod in self.monitor.pods.values():
+            if pod.healthy and pod.block_size:
+                return pod.block_size
+        return self.config.block_size
+
+    def _check_length(self, body: Mapping[str, Any], analysis: _Analysis) -> Response | None:
+        limit = self.max_model_len()
+        if limit is None or analysis.token_ids is None:
+            return None  # without exact token counts the engine decides (its 400 is passed through)
+        n = len(analysis.token_ids)
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens")) or 0
+        if n >= limit or n + max_tokens > limit:
+            return error_response(
+                400, f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{n + max_tokens} tokens ({n} in the prompt, {max_tokens} for the completion). "
+                "Please reduce the length of the prompt or completion.", param="prompt",
+                code="context_length_exceeded")
+        return None
+
+    # -- flow control --------------------------------------------------------------------------
+    def _reject(self, verdict: Reject) -> _Abort:
+        self.m_rejected.labels(verdict.reason).inc()
+        return _Abort(error_response(verdict.status, verdict.message or verdict.reason, "rate_limit_error"
+                                     if verdict.status == 429 else "service_unavailable", code=verdict.reason,
+                                     headers={"retry-after": str(self.config.retry_after_s)}))
+
+    async def _admit(self, sreq: SchedRequest, batch: bool) -> None:
+        deadline = self.clock() + self.config.batch_timeout_s
+        while True:
+            healthy = self.monitor.healthy()
+            if not healthy:
+                raise _Abort(error_response(503, "no engine is available right now", "service_unavailable",
+                                            code="no_pods", headers={"retry-after": str(self.config.retry_after_s)}))
+            now = self.clock()
+            verdict = self.flow.admit(sreq, now, saturated=is_saturated(healthy, self.flow.config))
+            if isinstance(verdict, Admit):
+                return
+            if isinstance(verdict, Reject):
+                if batch and verdict.reason == "saturated" and now < deadline:
+                    await asyncio.sleep(self.config.retry_after_s * 0.25)  # a batch waits its turn
+                    continue
+                raise self._reject(verdict)
+            assert isinstance(verdict, Queue)
+            future: asyncio.Future[Reject | Admit] = asyncio.get_running_loop().create_future()
+            self._waiters[id(sreq)] = future
+            try:
+                outcome = await future
+            finally:
+                self._waiters.pop(id(sreq), None)
+            if isinstance(outcome, Reject):
+                raise self._reject(outcome)
+            return
+
+    def pump(self) -> None:
+        """Capacity may have freed: start queued requests that can run now, expire the overdue."""
+        if not self.flow.queue_depth:
+            return
+        now = self.clock()
+        for sreq, verdict in self.flow.expire(now):
+            future = self._waiters.get(id(sreq))
+            if future is not None and not future.done():
+                future.set_result(verdict)
+        ready = self.flow.next_ready(now, lambda: free_slots(self.monitor.healthy(), self.flow.config))
+        for sreq in ready:
+            future = self._waiters.get(id(sreq))
+            if future is not None and not future.done():
+                future.set_result(Admit())
+            else:
+                self.flow.release(sreq)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self.pump()
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def _order(self, sreq: SchedRequest) -> tuple[list[str], str | None]:
+        now = self.clock()
+        pods = [p for p in self.monitor.healthy() if self.breakers[p.name].available(now)]
+        started = time.perf_counter()
+        try:
+            decision = self.scheduler.schedule(sreq, pods)
+        except NoPods as exc:
+            raise _Abort(error_response(503, f"no engine can serve the request: {exc}", "service_unavailable",
+                                        code="no_pods", headers={"retry-after": str(self.config.retry_after_s)}))
+        except NoCapacity as exc:
+            self.m_rejected.labels("no_capacity").inc()
+            raise _Abort(error_response(429, f"every engine is at capacity: {exc}", "rate_limit_error",
+                                        code="no_capacity", headers={"retry-after": str(self.config.retry_after_s)}))
+        finally:
+            self.m_decision.observe(time.perf_counter() - started)
+        self.m_decisions.labels(decision.pod, decision.reason).inc()
+        rest = sorted((n for n in decision.scores if n != decision.pod), key=lambda n: -decision.scores[n])
+        rest += [p.name for p in pods if p.name != decision.pod and p.name not in decision.scores]
+        return [decision.pod, *rest], decision.prefill_pod
+
+    def _failed(self, name: str, kind: str, connect: bool = False) -> None:
+        self.m_upstream_errors.labels(name, kind).inc()
+        self.breakers[name].failure(self.clock())
+        if connect:
+            self.monitor.mark_down(name)
+        elif kind != "http_5xx":
+            self.monitor.report_failure(name)
+
+    async def _prefill(self, path: str, body: dict[str, Any], pod: str) -> dict[str, Any]:
+        """vLLM's disaggregated flow, step one: prefill on ``pod``; returns the body for the decode pod."""
+        pbody = dict(body)
+        pbody["kv_transfer_params"] = {"do_remote_decode": True, "do_remote_prefill": False,
+                                       "remote_engine_id": None, "remote_block_ids": None,
+                                       "remote_host": None, "remote_port": None}
+        pbody["max_tokens"] = 1
+        if "max_completion_tokens" in pbody:
+            pbody["max_completion_tokens"] = 1
+        pbody["stream"] = False
+        pbody.pop("stream_options", None)
+        self.monitor.begin(pod)
+        try:
+            response = await self.clients[pod].post(path, content=orjson.dumps(pbody),
+                                                     headers={"content-type": "application/json"})
+            if response.status_code != 200:
+                raise ValueError(f"prefill answered {response.status_code}")
+            params = orjson.loads(response.content).get("kv_transfer_params")
+        except Exception as exc:  # noqa: BLE001 - the decode pod then prefills itself
+            log.warning("prefill on %s failed (%s); decoding aggregated", pod, exc)
+            self._failed(pod, "prefill", connect=isinstance(exc, httpx.ConnectError))
+            return body
+        finally:
+            self.monitor.end(pod)
+        self.breakers[pod].success()
+        return {**body, "kv_transfer_params": params} if params else body
+
+    async def _dispatch(self, path: str, body: dict[str, Any], sreq: SchedRequest, ckey: str | None, stream: bool,
+                        finish: Callable[[], None]) -> tuple[Response, bool]:
+        order, prefill = self._order(sreq)
+        if prefill is not None:
+            body = await self._prefill(path, body, prefill)
+        content = orjson.dumps(body)
+        headers = {"content-type": "application/json"}
+        attempts = 0
+        last: Response | None = None
+        for name in order:
+            if attempts >= self.config.max_attempts:
+                break
+            pod = self.monitor.pods[name]
+            if not pod.healthy or not self.breakers[name].allow(self.clock()):
+                continue
+            if attempts:
+                self.m_retries.inc()
+                self.scheduler.record(sreq, pod)
+            attempts += 1
+            client = self.clients[name]
+            self.monitor.begin(name)
+            handed_over = False
+            try:
+                try:
+                    upstream = await client.send(client.build_request("POST", path, content=content, headers=headers),
+                                                 stream=True)
+                except httpx.TransportError as exc:
+                    self._failed(name, type(exc).__name__, connect=isinstance(exc, httpx.ConnectError))
+                    continue
+                if upstream.status_code >= 500:
+                    data = await _read_quietly(upstream)
+                    self._failed(name, "http_5xx")
+                    last = Response(data, upstream.status_code, media_type=upstream.headers.get("content-type"))
+                    continue
+                if not stream or upstream.status_code != 200:
+                    try:
+                        data = await upstream.aread()
+                    except httpx.TransportError as exc:
+                        self._failed(name, type(exc).__name__)
+                        continue
+                    finally:
+                        await upstream.aclose()
+                    self.breakers[name].success()
+                    if ckey is not None and upstream.status_code == 200:
+                        await self.cache.set(ckey, data)
+                    return Response(data, upstream.status_code, media_type=upstream.headers.get("content-type"),
+                                    headers={POD_HEADER: name}), False
+                # Streaming: wait for the first bytes before committing, so a pod that dies before
+                # answering is still retried; after that the client owns the stream.
+                chunks = upstream.aiter_raw()
+                try:
+                    first = await chunks.__anext__()
+                except StopAsyncIteration:
+                    first = b""
+                except httpx.TransportError as exc:
+                    await upstream.aclose()
+                    self._failed(name, type(exc).__name__)
+                    continue
+                self.breakers[name].success()
+                handed_over = True
+                return StreamingResponse(
+                    self._relay(name, upstream, first, chunks, finish), status_code=200,
+                    media_type="text/event-stream", headers={POD_HEADER: name, "cache-control": "no-cache"},
+                ), True
+            finally:
+                if not handed_over:
+                    self.monitor.end(name)
+        if last is not None:
+            return last, False
+        return error_response(502, f"no engine answered after {attempts} attempt(s)", "upstream_error",
+                              code="upstream_unavailable", headers={"retry-after": str(self.config.retry_after_s)}), False
+
+    async def _relay(self, name: str, upstream: httpx.Response, first: bytes, chunks: AsyncIterator[bytes],
+                     finish: Callable[[], None]) -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except httpx.TransportError as exc:
+                self._failed(name, type(exc).__name__)
+                error = {"error": {"message": f"the engine stopped mid-stream: {type(exc).__name__}",
+                                   "type": "upstream_error", "param": None, "code": 502}}
+                yield b"data: " + orjson.dumps(error) + b"\n\n"
+        finally:
+            await upstream.aclose()
+            self.monitor.end(name)
+            finish()
+
+    # -- batch ---------------------------------------------------------------------------------
+    async def batches(self, request: Request) -> Response:
+        """JSONL of ``{"custom_id", "method", "url", "body"}`` in, JSONL results (input order) out."""
+        key = self.keys.check(request.headers.get("authorization"))
+        if key is None:
+            return self._unauthorized()
+        try:
+            lines = parse_batch(await request.body())
+        except BatchError as exc:
+            return error_response(400, f"invalid batch input: {exc}")
+        gate = asyncio.Semaphore(self.config.batch_concurrency)
+
+        async def run(line: Any) -> bytes:
+            async with gate:
+                response = await self.handle(line.url, line.body, key, batch=True)
+            data = response.body
+            try:
+                parsed: Any = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                parsed = data.decode(errors="replace")
+            if response.status_code >= 400:
+                err = parsed.get("error") if isinstance(parsed, dict) else None
+                return result_line(line.custom_id, response.status_code, parsed,
+                                   {"code": str(response.status_code),
+                                    "message": (err or {}).get("message", str(parsed)) if isinstance(err, dict) else str(parsed)})
+            return result_line(line.custom_id, response.status_code, parsed)
+
+        results = await asyncio.gather(*(run(line) for line in lines))
+        self.m_requests.labels("/v1/batches", "200").inc()
+        return Response(b"".join(results), media_type="application/jsonl")
+
+
+async def _read_quietly(response: httpx.Response) -> bytes:
+    try:
+        return await response.aread()
+    except httpx.HTTPError:
+        return b""
+    finally:
+        await response.aclose()

@@ -1,0 +1,149 @@
+"""One process running the LLM-D router, scheduler, load monitor and (with ZMQ endpoints) KV indexer.
+
+    python -m serving.llmd.serve --port 8000 --model tiny-llama \
+        --engine http://127.0.0.1:8001=tcp://127.0.0.1:5557 --engine http://127.0.0.1:8002 \
+        [--config scheduler.yaml] [--api-key KEY[:TIER[:TENANT]] ...] [--tokenizer DIR] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from serving.llmd.auth import KeyRing
+from serving.llmd.monitor import EngineSpec, LoadMonitor, parse_engine
+from serving.llmd.router import Router, RouterConfig
+from serving.llmd.scheduler import Scheduler, load_config
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EngineSpec", "build", "main", "parse_engine", "serve"]
+
+
+def build(
+    model: str,
+    engines: Sequence[EngineSpec],
+    config_path: str | Path | None = None,
+    api_keys: Sequence[str] = (),
+    tokenizer_dir: str | Path | None = None,
+    block_size: int = 16,
+    *,
+    redis_url: str | None = None,
+    max_model_len: int | None = None,
+    scrape_interval_s: float = 0.075,
+) -> tuple[Router, object | None]:
+    """The router (not started) and the KV-event subscriber factory input (None without ZMQ endpoints)."""
+    if not engines:
+        raise ValueError("at least one --engine is required")
+    names = [e.pod for e in engines]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate engines: {names}")
+    scheduler = Scheduler(load_config(config_path))
+    tokenizer = None
+    if tokenizer_dir is not None:
+        from serving.llmd.kvcache.tokenize import PromptTokenizer
+
+        tokenizer = PromptTokenizer(tokenizer_dir)
+    index = None
+    if any(e.zmq_endpoint for e in engines):
+        from serving.llmd.kvcache.index import KVIndex
+
+        index = KVIndex(block_size=None, model=model)
+    monitor = LoadMonitor(engines, interval_s=scrape_interval_s)
+    config = RouterConfig(model=model, block_size=block_size, redis_url=redis_url, max_model_len=max_model_len)
+    router = Router(config, monitor, scheduler, KeyRing(api_keys), tokenizer=tokenizer, index=index)
+    monitor.on_down = router.pod_down
+    monitor.on_up = router.pod_up
+    monitor.on_scrape = router.pump
+    return router, index
+
+
+async def serve_async(
+    port: int,
+    model: str,
+    engines: Sequence[EngineSpec],
+    config_path: str | Path | None = None,
+    api_keys: Sequence[str] = (),
+    tokenizer_dir: str | Path | None = None,
+    block_size: int = 16,
+    *,
+    host: str = "127.0.0.1",
+    redis_url: str | None = None,
+    max_model_len: int | None = None,
+) -> None:
+    router, index = build(model, engines, config_path, api_keys, tokenizer_dir, block_size,
+                          redis_url=redis_url, max_model_len=max_model_len)
+    subscriber = None
+    if index is not None:
+        from serving.llmd.kvcache.subscriber import KVEventSubscriber
+
+        subscriber = KVEventSubscriber(index)
+        for engine in engines:
+            if engine.zmq_endpoint:
+                await subscriber.add_pod(engine.pod, engine.zmq_endpoint, engine.replay_endpoint)
+    await router.start()
+    await router.monitor.start()
+    server = uvicorn.Server(uvicorn.Config(router.app, host=host, port=port, log_level="warning", access_log=False,
+                                           lifespan="off", server_header=False, timeout_graceful_shutdown=2))
+    try:
+        await server.serve()
+    finally:
+        await router.monitor.stop()
+        await router.stop()
+        if subscriber is not None:
+            await subscriber.close()
+
+
+def serve(
+    port: int,
+    model: str,
+    engines: Sequence[EngineSpec],
+    config_path: str | Path | None = None,
+    api_keys: Sequence[str] = (),
+    tokenizer_dir: str | Path | None = None,
+    block_size: int = 16,
+    **kwargs: object,
+) -> None:
+    """Run router + scheduler + monitor (+ indexer) until SIGTERM/SIGINT."""
+    asyncio.run(serve_async(port, model, engines, config_path, api_keys, tokenizer_dir, block_size, **kwargs))  # type: ignore[arg-type]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m serving.llmd.serve", description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--model", required=True, help="the served model name clients send")
+    p.add_argument("--engine", action="append", default=[], metavar="URL[=ZMQ_ENDPOINT][,replay=ENDPOINT][,role=ROLE]",
+                   required=True)
+    p.add_argument("--config", default=None, help="scheduler YAML (default: the built-in profile)")
+    p.add_argument("--api-key", action="append", default=[], metavar="KEY[:TIER[:TENANT]]")
+    p.add_argument("--tokenizer", default=None, help="directory with the model's tokenizer.json")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--redis-url", default=None)
+    p.add_argument("--log-level", default="warning")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        engines = [parse_engine(e) for e in args.engine]
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(args.port, args.model, engines, args.config, args.api_key, args.tokenizer, args.block_size,
+              host=args.host, redis_url=args.redis_url, max_model_len=args.max_model_len)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The router's request path in process, with engines faked by ``httpx.MockTransport`` (no sockets):
+retries on 5xx and connection errors, the circuit breaker, P/D, the cache, flow control, auth."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from serving.llmd.auth import KeyRing
+from serving.llmd.monitor import EngineSpec, LoadMonitor
+from serving.llmd.router import POD_HEADER, Router, RouterConfig
+from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
+
+Handler = Callable[[str, httpx.Request], Any]
+
+
+def completion(pod: str, text: str = " ok", **extra: Any) -> httpx.Response:
+    return httpx.Response(200, json={"id": "cmpl-1", "object": "text_completion", "model": "m",
+                                     "choices": [{"index": 0, "text": text, "finish_reason": "length"}], **extra})
+
+
+def make_router(handler: Handler, pods: dict[str, str] | None = None, pd: bool = False, keys: tuple[str, ...] = (),
+                **config: Any) -> Router:
+    pods = pods or {"a": "both", "b": "both"}
+    sched = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    sched["seed"] = 1
+    if pd:
+        sched["pd"] = {"enabled": True, "threshold_tokens": 0, "profile": "prefill"}
+    monitor = LoadMonitor([EngineSpec(f"http://{n}", name=n, role=r) for n, r in pods.items()])
+    for pod in monitor.pods.values():
+        pod.healthy = True
+    router = Router(RouterConfig(model="m", **config), monitor, Scheduler(load_config(sched)), KeyRing(keys))
+    router.clients = {
+        n: httpx.AsyncClient(base_url=f"http://{n}", transport=httpx.MockTransport(lambda req, n=n: handler(n, req)))
+        for n in pods
+    }
+    return router
+
+
+def asgi(router: Router) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=router.app), base_url="http://router")
+
+
+BODY = {"model": "m", "prompt": "hello there", "max_tokens": 3}
+
+
+async def test_5xx_is_retried_on_the_next_pod() -> None:
+    calls: list[str] = []
+
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        calls.append(pod)
+        return httpx.Response(500, json={"error": "boom"}) if len(calls) == 1 else completion(pod)
+
+    router = make_router(handler)
+    async with asgi(router) as c:
+        r = await c.post("/v1/completions", json=BODY)
+    assert r.status_code == 200 and len(calls) == 2 and calls[0] != calls[1]
+    assert r.headers[POD_HEADER] == calls[1]
+    assert router.m_retries._value.get() == 1
+    assert all(p.in_flight == 0 for p in router.monitor.pods.values())
+    assert router.flow.in_flight == 0
+
+
+async def test_connection_errors_retry_and_take_the_pod_out() -> None:
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        if pod == "a":
+            raise httpx.ConnectError("refused", request=req)
+        return completion(pod)
+
+    router = make_router(handler)
+    async with asgi(router) as c:
+        for _ in range(3):
+            r = await c.post("/v1/completions", json=BODY)
+            assert r.status_code == 200 and r.headers[POD_HEADER] == "b"
+    assert not router.monitor.pods["a"].healthy
+
+
+async def test_client_errors_from_the_engine_pass_through_unretried() -> None:
+    calls: list[str] = []
+
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        calls.append(pod)
+        return httpx.Response(400, json={"error": {"message": "maximum context length is 10 tokens"}})
+
+    router = make_router(handler)
+    async with asgi(router) as c:
+        r = await c.post("/v1/completions", json=BODY)
+    assert r.status_code == 400 and "context length" in r.json()["error"]["message"] and len(calls) == 1
+
+
+async def test_every_pod_failing_gives_a_clear_5xx_and_opens_breakers() -> None:
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"error": "down"})
+
+    router = make_router(handler, breaker_threshold=2, breaker_cooldown_s=60)
+    async with asgi(router) as c:
+        for _ in range(2):
+            r = await c.post("/v1/completions", json=BODY)
+            assert r.status_code == 503
+        assert {b.state for b in router.breakers.values()} == {"open"}
+        r = await c.post("/v1/completions", json=BODY)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_pods"
+
+
+async def test_prefill_decode_flow() -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        body = orjson.loads(req.content)
+        seen.append((pod, body))
+        if pod == "p":
+            return completion(pod, kv_transfer_params={"do_remote_prefill": True, "remote_engine_id": "p-engine",
+                                                       "remote_block_ids": [1, 2]})
+        return completion(pod, " decoded")
+
+    router = make_router(handler, pods={"p": "prefill", "d": "decode"}, pd=True)
+    async with asgi(router) as c:
+        r = await c.post("/v1/completions", json={**BODY, "stream": False, "max_tokens": 7})
+    assert r.status_code == 200 and r.json()["choices"][0]["text"] == " decoded"
+    (p_pod, p_body), (d_pod, d_body) = seen
+    assert p_pod == "p" and p_body["kv_transfer_params"]["do_remote_decode"] is True and p_body["max_tokens"] == 1
+    assert d_pod == "d" and d_body["kv_transfer_params"]["remote_engine_id"] == "p-engine" and d_body["max_tokens"] == 7
+
+
+async def test_streaming_passes_chunks_through() -> None:
+    async def stream() -> Any:
+        for i in range(3):
+            yield f'data: {{"i": {i}}}\n\n'.encode()
+            await asyncio.sleep(0)
+        yield b"data: [DONE]\n\n"
+
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream())
+
+    router = make_router(handler)
+    async with asgi(router) as c:
+        r = await c.post("/v1/completions", json={**BODY, "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.text.count("data: ") == 4 and r.text.endswith("data: [DONE]\n\n")
+    assert all(p.in_flight == 0 for p in router.monitor.pods.values()) and router.flow.in_flight == 0
+
+
+async def test_deterministic_responses_are_cached() -> None:
+    calls: list[str] = []
+
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        calls.append(pod)
+        return completion(pod)
+
+    router = make_router(handler)
+    async with asgi(router) as c:
+        body = {**BODY, "temperature": 0}
+        first = await c.post("/v1/completions", json=body)
+        second = await c.post("/v1/completions", json=body)
+        third = await c.post("/v1/completions", json={**BODY, "temperature": 0.5})
+    assert first.json() == second.json() and second.headers["x-odh-cache"] == "hit"
+    assert third.status_code == 200 and len(calls) == 2
+
+
+async def test_auth_and_models() -> None:
+    router = make_router(lambda pod, req: completion(pod), keys=("sk-good",))
+    async with asgi(router) as c:
+        assert (await c.get("/v1/models")).status_code == 401
+        r = await c.post("/v1/completions", json=BODY, headers={"authorization": "Bearer sk-bad"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        r = await c.get("/v1/models", headers={"authorization": "Bearer sk-good"})
+        assert r.json()["data"][0]["id"] == "m"
+        r = await c.post("/v1/completions", json=BODY, headers={"authorization": "Bearer sk-good"})
+        assert r.status_code == 200
+        r = await c.post("/v1/completions", json=BODY, headers={"authorization": "Bearer sk-good", "x-priority": "vip"})
+        assert r.status_code == 400
+
+
+async def test_saturated_pods_shed_batch_requests_with_retry_after() -> None:
+    router = make_router(lambda pod, req: completion(pod))
+    for pod in router.monitor.pods.values():
+        pod.waiting = 100
+    async with asgi(router) as c:
+        r = await c.post("/v1/completions", json=BODY, headers={"x-priority": "batch"})
+    assert r.status_code == 429 and r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "saturated"
+
+
+async def test_queued_interactive_request_runs_when_capacity_frees() -> None:
+    router = make_router(lambda pod, req: completion(pod))
+    for pod in router.monitor.pods.values():
+        pod.waiting = 100
+    async with asgi(router) as c:
+        task = asyncio.create_task(c.post("/v1/completions", json=BODY))
+        await asyncio.sleep(0.05)
+        assert router.flow.queue_depth == 1 and not task.done()
+        for pod in router.monitor.pods.values():
+            pod.waiting = 0
+        router.pump()
+        r = await asyncio.wait_for(task, 5)
+    assert r.status_code == 200 and router.flow.queue_depth == 0 and router.flow.in_flight == 0
+
+
+async def test_over_length_prompt_with_a_tokenizer_is_rejected_before_the_engine() -> None:
+    class Words:
+        def encode_prompt(self, text: str) -> list[int]:
+            return [len(w) for w in text.split()]
+
+    calls: list[str] = []
+    router = make_router(lambda pod, req: calls.append(pod) or completion(pod), max_model_len=8)
+    router.tokenizer = Words()
+    async with asgi(router) as c:
+        r = await c.post("/v1/completions", json={**BODY, "prompt": "w " * 20})
+        ok = await c.post("/v1/completions", json={**BODY, "prompt": "w w"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded" and not calls[:-1]
+    assert ok.status_code == 200 and len(calls) == 1
+
+
+async def test_metrics_endpoint() -> None:
+    router = make_router(lambda pod, req: completion(pod))
+    async with asgi(router) as c:
+        await c.post("/v1/completions", json=BODY)
+        text = (await c.get("/metrics")).text
+    for name in ("llmd_router_decision_seconds_count 1.0", "llmd_router_pod_in_flight{pod=\"a\"}",
+                 "llmd_router_queue_depth", "llmd_router_retries_total", "llmd_router_cache_misses_total"):
+        assert name in text
+
+
+@pytest.mark.parametrize("healthy", [False])
+async def test_no_healthy_pods_is_503(healthy: bool) -> None:
+    router = make_router(lambda pod, req: completion(pod))
+    for pod in router.monitor.pods.values():
+        pod.healthy = healthy
+    async with asgi(router) as c:
+        r = await c.post("/v1/completions", json=BODY)
+    assert r.status_code == 503 and r.headers["retry-after"]
