@@ -211,6 +211,29 @@ def render(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help=
     print(yaml.safe_dump_all(objects, sort_keys=False), end="")
 
 
+runtime = typer.Typer(help="Runtime environments: each local runtime that needs its own packages gets its own venv.",
+                      no_args_is_help=True)
+app.add_typer(runtime, name="runtime")
+
+
+@runtime.command("install")
+def runtime_install(
+    name: Annotated[str, typer.Argument(help="the runtime environment, e.g. vllm-cpu")],
+    force: Annotated[bool, typer.Option(help="rebuild even when up to date")] = False,
+    state: StateOpt = None,
+) -> None:
+    """Create (or check) a runtime's own virtual environment under the state directory."""
+    from serving.runtimes.envs import install_runtime_env
+
+    root = state_dir(state)
+    with console.status(f"installing the {name} runtime environment...") as status:
+        try:
+            python = install_runtime_env(name, root, progress=lambda step: status.update(str(step)), force=force)
+        except ServingError as exc:
+            raise _fail(str(exc)) from exc
+    console.print(f"[green]{name} ready[/]: {python}")
+
+
 llmd = typer.Typer(help="LLM-D: KV-cache-aware router, scheduler, indexer and engine simulator.", no_args_is_help=True)
 app.add_typer(llmd, name="llmd")
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

