@@ -1,0 +1,168 @@
+"""LLM-D mode: an LLMInferenceService in, the objects that serve it out (pure).
+
+- ``{name}-kserve``: a Deployment of vLLM engines (prefix caching on, KV events over ZMQ), and
+  ``{name}-kserve-prefill`` for prefill engines when ``spec.prefill`` asks for P/D disaggregation;
+- ``{name}-kserve-workload-svc``: the engines' Service;
+- ``{name}-inference-pool``: the Gateway API InferencePool selecting the engines, with our router/scheduler
+  as its endpoint picker;
+- ``{name}-kserve-router-scheduler`` + ``{name}-epp-service``: our router (``odh llmd serve``);
+- ``{name}-kserve-route``: an HTTPRoute from the gateway to the pool.
+Names follow KServe's LLMInferenceService controller so existing tooling finds them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+ENGINE_PORT = 8000
+KV_EVENTS_PORT = 5557
+ROUTER_PORT = 8080
+MODEL_DIR = "/mnt/models"
+RUNTIME_ENV_ANNOTATION = "serving.odh.io/runtime-env"
+ROLE_LABEL = "llm-d.ai/role"
+ENGINE_SELECTOR_ANNOTATION = "serving.odh.io/engine-selector"
+
+
+@dataclass(frozen=True)
+class LLMReconcileConfig:
+    engine_image: str = "vllm/vllm-openai:latest"
+    router_image: str = "odh-serving/llmd:0.1.0"
+    storage_initializer_image: str = "kserve/storage-initializer:latest"
+    runtime_env: str = "vllm-cpu"  # the local platform runs engines with this runtime environment's python
+    block_size: int = 32
+    gateway_name: str = "kserve-ingress-gateway"
+    gateway_namespace: str = "kserve"
+
+
+def reconcile_llm(llmisvc: dict[str, Any], config: LLMReconcileConfig | None = None) -> list[dict[str, Any]]:
+    """The desired children of an admitted LLMInferenceService."""
+    config = config or LLMReconcileConfig()
+    name, namespace = llmisvc["metadata"]["name"], llmisvc["metadata"]["namespace"]
+    spec = llmisvc["spec"]
+    owner = _owner(llmisvc)
+    workload = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llminferenceservice",
+                "kserve.io/component": "workload"}
+    prefill = spec.get("prefill")
+    decode_role = "decode" if prefill else "both"
+    children = [_engines(f"{name}-kserve", namespace, spec, spec["replicas"], {**workload, ROLE_LABEL: decode_role},
+                         owner, config, prefill is not None)]
+    if prefill:
+        children.append(_engines(f"{name}-kserve-prefill", namespace, spec, prefill["replicas"],
+                                 {**workload, ROLE_LABEL: "prefill"}, owner, config, True))
+    children += [
+        _service(f"{name}-kserve-workload-svc", namespace, workload, ENGINE_PORT, owner),
+        _router(name, namespace, spec, workload, owner, config),
+        _service(f"{name}-epp-service", namespace, _router_labels(name), ROUTER_PORT, owner),
+        _pool(name, namespace, workload, owner),
+        _route(name, namespace, owner, config),
+    ]
+    return children
+
+
+def _engines(deployment: str, namespace: str, spec: dict[str, Any], replicas: int, labels: dict[str, str],
+             owner: list[dict[str, Any]], config: LLMReconcileConfig, disaggregated: bool) -> dict[str, Any]:
+    served = spec["model"]["name"]
+    kv_events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{KV_EVENTS_PORT}",
+                 "topic": f"kv@$(POD_IP):{ENGINE_PORT}@{served}"}
+    args = ["--model", MODEL_DIR, "--served-model-name", served, "--port", str(ENGINE_PORT),
+            "--enable-prefix-caching", "--block-size", str(config.block_size),
+            "--kv-events-config", json.dumps(kv_events, separators=(",", ":"))]
+    if disaggregated:
+        args += ["--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"},
+                                                    separators=(",", ":"))]
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": config.engine_image,
+        "command": ["python", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": args,
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"},
+                  {"name": "kv-events", "containerPort": KV_EVENTS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": ENGINE_PORT}, "periodSeconds": 5},
+        "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR, "readOnly": True}],
+    }
+    pod = {
+        "metadata": {"labels": dict(labels), "annotations": {RUNTIME_ENV_ANNOTATION: config.runtime_env}},
+        "spec": {
+            "initContainers": [{"name": "storage-initializer", "image": config.storage_initializer_image,
+                                "args": [spec["model"]["uri"], MODEL_DIR],
+                                "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}]}],
+            "containers": [container],
+            "volumes": [{"name": "model-cache", "emptyDir": {}}],
+        },
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": _meta(deployment, namespace, owner, labels=dict(labels)),
+            "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)}, "template": pod}}
+
+
+def _router(name: str, namespace: str, spec: dict[str, Any], workload: dict[str, str], owner: list[dict[str, Any]],
+            config: LLMReconcileConfig) -> dict[str, Any]:
+    labels = _router_labels(name)
+    selector = ",".join(f"{k}={v}" for k, v in workload.items())
+    container = {
+        "name": "router",
+        "image": config.router_image,
+        "command": ["python", "-m", "serving.llmd.serve"],
+        "args": ["--port", str(ROUTER_PORT), "--model", spec["model"]["name"], "--block-size", str(config.block_size)],
+        "ports": [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": ROUTER_PORT}},
+    }
+    # The platform turns the ready pods this selector matches into the router's --engine flags.
+    annotations = {ENGINE_SELECTOR_ANNOTATION: selector}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": _meta(f"{name}-kserve-router-scheduler", namespace, owner, labels=labels, annotations=annotations),
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}}}
+
+
+def _router_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llminferenceservice",
+            "kserve.io/component": "router-scheduler"}
+
+
+def _service(name: str, namespace: str, selector: dict[str, str], port: int, owner: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(name, namespace, owner),
+            "spec": {"selector": dict(selector),
+                     "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]}}
+
+
+def _pool(name: str, namespace: str, workload: dict[str, str], owner: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
+            "metadata": _meta(f"{name}-inference-pool", namespace, owner),
+            "spec": {"selector": {"matchLabels": dict(workload)},
+                     "targetPorts": [{"number": ENGINE_PORT}],
+                     "endpointPickerRef": {"name": f"{name}-epp-service", "port": {"number": ROUTER_PORT}}}}
+
+
+def _route(name: str, namespace: str, owner: list[dict[str, Any]], config: LLMReconcileConfig) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": _meta(f"{name}-kserve-route", namespace, owner),
+            "spec": {
+                "parentRefs": [{"name": config.gateway_name, "namespace": config.gateway_namespace}],
+                "rules": [{
+                    "matches": [{"path": {"type": "PathPrefix", "value": f"/{namespace}/{name}"}}],
+                    "filters": [{"type": "URLRewrite",
+                                 "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
+                    "backendRefs": [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
+                                     "name": f"{name}-inference-pool", "port": ENGINE_PORT}],
+                }],
+            }}
+
+
+def _owner(llmisvc: dict[str, Any]) -> list[dict[str, Any]]:
+    uid = llmisvc["metadata"].get("uid")
+    if not uid:  # Kubernetes requires a uid; a rendered manifest has none yet
+        return []
+    return [{"apiVersion": llmisvc["apiVersion"], "kind": "LLMInferenceService", "name": llmisvc["metadata"]["name"],
+             "uid": uid, "controller": True, "blockOwnerDeletion": True}]
+
+
+def _meta(name: str, namespace: str, owner: list[dict[str, Any]], **extra: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, **extra}
+    if owner:
+        meta["ownerReferences"] = owner
+    return meta
