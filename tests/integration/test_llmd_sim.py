@@ -219,3 +219,17 @@ def test_errors_like_vllm(sim: Sim) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "NotFoundError"
     bad = httpx.post(url + "/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert bad.status_code == 400
+
+
+def test_render_endpoints_give_the_engine_token_ids_without_generating(sim: Sim) -> None:
+    recorded = json.loads((FIXTURES / "vllm-kv-events" / "requests.json").read_text())
+    first, chat = recorded[0], recorded[3]
+    queries_before = _metric(sim.urls[1], "vllm:prefix_cache_queries_total")
+    rendered = httpx.post(sim.urls[1] + "/v1/completions/render",
+                          json={"model": MODEL, "prompt": first["prompt"], "max_tokens": 4}).json()
+    assert [r["token_ids"] for r in rendered] == [first["prompt_token_ids"]]
+    assert rendered[0]["sampling_params"]["max_tokens"] == 4
+    one = httpx.post(sim.urls[1] + "/v1/chat/completions/render", json={"model": MODEL, "messages": chat["messages"]}).json()
+    assert one["token_ids"] == chat["prompt_token_ids"]
+    assert _metric(sim.urls[1], "vllm:prefix_cache_queries_total") == queries_before  # nothing was scheduled
+    assert httpx.post(sim.urls[1] + "/v1/completions/render", json={"model": "nope", "prompt": "x"}).status_code == 404

@@ -129,6 +129,8 @@ class EngineApp:
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/v1/completions/render", self.render_completions, methods=["POST"]),
+            Route("/v1/chat/completions/render", self.render_chat, methods=["POST"]),
             Route("/reset_prefix_cache", self.reset_prefix_cache, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -163,6 +165,36 @@ class EngineApp:
             return _error(exc)
         return _json({"count": len(ids), "max_model_len": self.config.max_model_len, "tokens": ids,
                       "token_strs": None})
+
+    # vLLM's scale-out renderer (``--enable-scale-out``): token-in ``GenerateRequest``s, no generation.
+    # Routers such as vllm-router's kv_aware tokenize through these; completions return a list (one per
+    # prompt), chat returns one object.
+    def _generate_request(self, body: dict[str, Any], ids: list[int], prefix: str) -> dict[str, Any]:
+        params = {k: body[k] for k in ("max_tokens", "temperature", "top_p", "top_k", "frequency_penalty",
+                                       "presence_penalty", "seed", "stop", "n") if body.get(k) is not None}
+        return {"request_id": prefix + uuid.uuid4().hex, "token_ids": ids, "sampling_params": params,
+                "model": self.config.model, "stream": bool(body.get("stream", False)),
+                "stream_options": body.get("stream_options"), "cache_salt": body.get("cache_salt"),
+                "priority": body.get("priority", 0), "kv_transfer_params": body.get("kv_transfer_params"),
+                "features": None, "token_offsets": None}
+
+    async def render_completions(self, request: Request) -> Response:
+        try:
+            body = await self._body(request)
+            prompt = body.get("prompt")
+            batch = prompt if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else [prompt]
+            out = [self._generate_request(body, self._ids({**body, "prompt": p}, False), "cmpl-") for p in batch]
+        except ApiError as exc:
+            return _error(exc)
+        return _json(out)
+
+    async def render_chat(self, request: Request) -> Response:
+        try:
+            body = await self._body(request)
+            out = self._generate_request(body, self._ids(body, True), "chatcmpl-")
+        except ApiError as exc:
+            return _error(exc)
+        return _json(out)
 
     # --- request parsing ----------------------------------------------------------------------
     async def _body(self, request: Request) -> dict[str, Any]:
