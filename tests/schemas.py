@@ -10,6 +10,19 @@ import jsonschema
 import yaml
 
 CRDS = Path(__file__).resolve().parent / "fixtures" / "kserve" / "crds"
+SAMPLES = CRDS.parent / "samples"
+
+
+def sample_files(pattern: str = "*.yaml") -> list[tuple[Path, list[dict] | None]]:
+    """KServe's doc samples with their documents; None for a file that is not valid YAML (some carry
+    ``{placeholder}`` text meant to be filled in by hand)."""
+    files: list[tuple[Path, list[dict] | None]] = []
+    for path in sorted(SAMPLES.glob(pattern)):
+        try:
+            files.append((path, [d for d in yaml.safe_load_all(path.read_text()) if d]))
+        except yaml.YAMLError:
+            files.append((path, None))
+    return files
 
 
 def _to_json_schema(node: Any) -> Any:

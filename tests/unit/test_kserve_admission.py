@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from schemas import sample_files
+
 from serving.errors import AdmissionError
 from serving.kserve import (
     AdmissionConfig,
@@ -60,10 +62,8 @@ EXPECTED_REJECTIONS = {
 
 def _sample_documents() -> list[tuple[str, str, dict | None]]:
     cases = []
-    for path in sorted(SAMPLES.glob("*.yaml")):
-        try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except yaml.YAMLError:
+    for path, docs in sample_files():
+        if docs is None:
             cases.append((path.name, "", None))
             continue
         cases.extend((path.name, (d.get("metadata") or {}).get("name", ""), d) for d in docs)

@@ -7,6 +7,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from schemas import sample_files
+
 from serving.kserve import (
     ReconcileConfig,
     ReconcileError,
@@ -223,16 +225,10 @@ def test_config_loads_from_the_upstream_configmap():
 
 def test_upstream_runtimes_render_for_every_standard_sample():
     """Every admitted framework sample renders against KServe's own runtimes into valid objects."""
-    import yaml
-
     runtimes = load_runtimes(FIXTURES / "runtimes")
     rendered = 0
-    for path in sorted((FIXTURES / "samples").glob("v1beta1__*.yaml")):
-        try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except yaml.YAMLError:
-            continue
-        for doc in docs:
+    for path, docs in sample_files("v1beta1__*.yaml"):
+        for doc in docs or []:
             doc.setdefault("metadata", {}).setdefault("annotations", {})["serving.kserve.io/deploymentMode"] = "Standard"
             try:
                 objects = render(doc, runtimes)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from schemas import assert_valid
+from schemas import assert_valid, sample_files
 from serving.kserve import PredictorObservation, admit_inference_service, builtin_runtimes, observe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kserve"
@@ -16,12 +15,8 @@ CRDS = FIXTURES / "crds"
 
 def _admitted_samples() -> list[tuple[str, dict]]:
     admitted = []
-    for path in sorted((FIXTURES / "samples").glob("*.yaml")):
-        try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except yaml.YAMLError:
-            continue
-        for doc in docs:
+    for path, docs in sample_files():
+        for doc in docs or []:
             try:
                 admitted.append((f"{path.name}:{doc['metadata']['name']}", admit_inference_service(doc).to_dict()))
             except Exception:  # noqa: BLE001 - rejections are covered by test_kserve_admission
