@@ -257,6 +257,13 @@ class EngineApp:
     def _token_text(self, req: SimRequest, i: int) -> str:
         return " " + _WORDS[(len(req.prompt_ids) + i) % len(_WORDS)]
 
+    async def _prefill(self, req: SimRequest) -> None:
+        """The uncached prompt's compute time, after which the first token exists."""
+        prefill = self.config.prefill_seconds(req.uncached_tokens)
+        if prefill > 0:
+            await asyncio.sleep(prefill)
+        self.engine.first_token(req)
+
     async def _tokens(self, req: SimRequest) -> AsyncIterator[list[str]]:
         """Admit, then yield groups of output token texts as they come due."""
         loop = asyncio.get_running_loop()
@@ -264,10 +271,7 @@ class EngineApp:
         await engine.admit(req)
         produced = 0
         try:
-            prefill = cfg.prefill_seconds(req.uncached_tokens)
-            if prefill > 0:
-                await asyncio.sleep(prefill)
-            engine.first_token(req)
+            await self._prefill(req)
             produced = 1
             yield [self._token_text(req, 0)]
             step = cfg.decode_ms_per_token / 1000.0
@@ -289,10 +293,7 @@ class EngineApp:
         await engine.admit(req)
         produced = 0
         try:
-            prefill = cfg.prefill_seconds(req.uncached_tokens)
-            if prefill > 0:
-                await asyncio.sleep(prefill)
-            engine.first_token(req)
+            await self._prefill(req)
             decode = cfg.decode_seconds(req.max_tokens)
             if decode > 0:
                 await asyncio.sleep(decode)
