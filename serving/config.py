@@ -18,6 +18,18 @@ def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
+RUNTIMES_DIR_ENV = "ODH_RUNTIMES_DIR"
+
+
+def runtimes_dir(state: Path) -> Path:
+    """Where runtime environments (e.g. vLLM's 2 GB venv) live: ``$ODH_RUNTIMES_DIR``, else ``<state>/runtimes``.
+
+    The override lets several state directories (test runs, users) share one environment.
+    """
+    override = os.environ.get(RUNTIMES_DIR_ENV)
+    return Path(override).expanduser().resolve() if override else state / "runtimes"
+
+
 def model_cache_dir(state: Path) -> Path:
     """The content-addressed model cache shared by every replica on this machine."""
     return state / "models"

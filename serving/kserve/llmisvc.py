@@ -1,16 +1,23 @@
-"""LLMInferenceService (serving.kserve.io/v1alpha2), first cut: admission with defaults and validation.
+"""LLMInferenceService (serving.kserve.io/v1alpha2), first cut: admission with defaults and validation,
+and status from what a platform observed.
 
 The object stays a plain dict (the CRD is large and mostly pod templates); admission fills the defaults
-the reconciler relies on and names every bad field, as ``admit_inference_service`` does.
+the reconciler relies on and names every bad field, as ``admit_inference_service`` does. Status follows
+KServe's controller: ``MainWorkloadReady`` (decode/both engines), ``PrefillWorkloadReady`` (with
+``spec.prefill``), ``RouterReady`` (router-scheduler and route), and the aggregate ``Ready``; ``url`` and
+``addresses``.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from serving.errors import AdmissionError, FieldError
 from serving.kserve.admission import _check_header, _validate_name, _validate_storage_uri
+from serving.kserve.status import _aggregate, _condition, _timestamp, stamp_transitions
 
 API_VERSIONS = ("serving.kserve.io/v1alpha2", "serving.kserve.io/v1alpha1")
 KIND = "LLMInferenceService"
@@ -52,3 +59,52 @@ def _replicas(field: str, value: Any, minimum: int) -> list[FieldError]:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         return [FieldError(field, f"must be an integer >= {minimum} (got {value!r})")]
     return []
+
+
+@dataclass(frozen=True)
+class WorkloadObservation:
+    """One set of pods (engines or the router): how many should run, how many are ready, and why not."""
+
+    desired: int
+    ready: int
+    failure: str | None = None  # the last failure message of a pod that is not ready
+
+    def condition(self, kind: str, what: str) -> dict[str, Any]:
+        if self.desired == 0 or self.ready >= self.desired:
+            return _condition(kind, "True")
+        if self.failure:
+            return _condition(kind, "False", "PodFailed", f"{self.ready} of {self.desired} {what} ready: {self.failure}")
+        return _condition(kind, "Unknown", "MinimumReplicasUnavailable", f"{self.ready} of {self.desired} {what} ready")
+
+
+def observe_llm(
+    llmisvc: dict[str, Any],
+    engines: WorkloadObservation,
+    router: WorkloadObservation,
+    url: str | None,
+    prefill: WorkloadObservation | None = None,
+    previous: dict[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The ``status`` of an LLMInferenceService. Ready needs every engine and the router ready: a partly
+    started pool serves, but is not what was asked for."""
+    previous = previous or {}
+    stamp = _timestamp(now or datetime.now(timezone.utc))
+    parts = [engines.condition("MainWorkloadReady", "engines")]
+    if prefill is not None:
+        parts.append(prefill.condition("PrefillWorkloadReady", "prefill engines"))
+    route = router.condition("RouterReady", "router replicas")
+    if route["status"] == "True" and not url:
+        route = _condition("RouterReady", "Unknown", "URLNotAssigned", "the router has no URL yet")
+    parts.append(route)
+    conditions = [*parts, _aggregate(parts)]
+    stamp_transitions(conditions, previous, stamp)
+    status: dict[str, Any] = {"conditions": sorted(conditions, key=lambda c: c["type"])}
+    generation = llmisvc.get("metadata", {}).get("generation")
+    if generation is not None:
+        status["observedGeneration"] = generation
+    if url:
+        status["url"] = url
+        status["addresses"] = [{"name": "gateway", "url": url}]
+    return status

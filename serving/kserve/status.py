@@ -71,12 +71,7 @@ def observe(
     else:
         ingress = _condition(INGRESS_READY, "Unknown", "URLNotAssigned", "the predictor has no URL yet")
     conditions = [predictor, ingress, _aggregate([predictor, ingress])]
-
-    old = {c.get("type"): c for c in previous.get("conditions") or []}
-    for condition in conditions:
-        before = old.get(condition["type"])
-        kept = before is not None and before.get("status") == condition["status"] and before.get("lastTransitionTime")
-        condition["lastTransitionTime"] = before["lastTransitionTime"] if kept else stamp
+    stamp_transitions(conditions, previous, stamp)
 
     status: dict[str, Any] = {
         "conditions": sorted(conditions, key=lambda c: c["type"]),
@@ -96,6 +91,15 @@ def observe(
         key = "servingRuntimeName" if observation.runtime_kind == "ServingRuntime" else "clusterServingRuntimeName"
         status[key] = observation.runtime
     return status
+
+
+def stamp_transitions(conditions: list[dict[str, Any]], previous: dict[str, Any], stamp: str) -> None:
+    """Give each condition a ``lastTransitionTime``: the previous one while its status is unchanged."""
+    old = {c.get("type"): c for c in previous.get("conditions") or []}
+    for condition in conditions:
+        before = old.get(condition["type"])
+        kept = before is not None and before.get("status") == condition["status"] and before.get("lastTransitionTime")
+        condition["lastTransitionTime"] = before["lastTransitionTime"] if kept else stamp
 
 
 def _condition(kind: str, status: str, reason: str | None = None, message: str | None = None) -> dict[str, Any]:

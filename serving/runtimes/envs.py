@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.config import runtimes_dir
 from serving.errors import ServingError
 
 MARKER = "installed.json"
@@ -141,7 +142,7 @@ class InstallReport:
 
 
 def runtime_env(name: str, state_dir: Path) -> RuntimeEnv:
-    return RuntimeEnv(name=name, root=Path(state_dir) / "runtimes" / name)
+    return RuntimeEnv(name=name, root=runtimes_dir(Path(state_dir)) / name)
 
 
 def get_recipe(name: str, recipes: Mapping[str, Recipe] | None = None) -> Recipe:

@@ -7,8 +7,15 @@ import pytest
 
 from schemas import assert_valid
 from serving.errors import AdmissionError
-from serving.kserve.llmisvc import admit_llm_inference_service
-from serving.kserve.reconcile.llmd import ENGINE_SELECTOR_ANNOTATION, ROLE_LABEL, reconcile_llm
+from serving.kserve.llmisvc import WorkloadObservation, admit_llm_inference_service, observe_llm
+from serving.kserve.reconcile.llmd import (
+    ENGINE_SELECTOR_ANNOTATION,
+    ROLE_LABEL,
+    RUNTIME_ENV_ANNOTATION,
+    engine_flag,
+    reconcile_llm,
+    with_engines,
+)
 
 
 def llmisvc(**spec) -> dict:
@@ -75,3 +82,50 @@ def test_children_validate_against_kubernetes_and_gateway_schemas(version: str) 
             assert_valid(child, "gatewayapi_httproute.yaml", "v1")
         else:
             kubernetes_validate.validate(child, version, strict=True)
+
+
+def test_the_user_template_adds_args_and_env_and_may_replace_the_command() -> None:
+    template = {"containers": [{"name": "main", "args": ["--max-model-len", "1024"],
+                                "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}]}]}
+    engines = by_name(reconcile_llm(admit_llm_inference_service(llmisvc(template=template))))["tiny-kserve"]
+    main = engines["spec"]["template"]["spec"]["containers"][0]
+    assert main["args"][-2:] == ["--max-model-len", "1024"]
+    assert {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"} in main["env"]
+    assert engines["spec"]["template"]["metadata"]["annotations"] == {RUNTIME_ENV_ANNOTATION: "vllm-cpu"}
+    template["containers"][0]["command"] = ["python", "-m", "serving.llmd.sim_vllm"]
+    engines = by_name(reconcile_llm(admit_llm_inference_service(llmisvc(template=template))))["tiny-kserve"]
+    assert engines["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "serving.llmd.sim_vllm"]
+    assert engines["spec"]["template"]["metadata"]["annotations"] == {}  # its own command: no vLLM runtime
+
+
+def test_the_router_reads_the_model_tokenizer_and_lists_its_engines() -> None:
+    router = by_name(reconcile_llm(admit_llm_inference_service(llmisvc())))["tiny-kserve-router-scheduler"]
+    pod = router["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["args"] == ["hf://org/tiny-llama", "/mnt/models"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--tokenizer") + 1] == "/mnt/models"
+    flags = [engine_flag("http://127.0.0.1:1", "tcp://127.0.0.1:2", "both"), engine_flag("http://127.0.0.1:3", None, "prefill")]
+    assert flags == ["http://127.0.0.1:1=tcp://127.0.0.1:2", "http://127.0.0.1:3,role=prefill"]
+    listed = with_engines(router, flags)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert listed[len(args):] == ["--engine", flags[0], "--engine", flags[1]]
+    assert router["spec"]["template"]["spec"]["containers"][0]["args"] == args  # the input is not changed
+
+
+def test_status_is_ready_only_with_every_engine_and_the_router() -> None:
+    llm = {**admit_llm_inference_service(llmisvc(replicas=2)), "status": {}}
+    llm["metadata"]["generation"] = 3
+    url = "http://127.0.0.1:8080/serving/default/tiny"
+    starting = observe_llm(llm, WorkloadObservation(2, 1), WorkloadObservation(1, 1), url)
+    conditions = {c["type"]: c for c in starting["conditions"]}
+    assert conditions["MainWorkloadReady"]["status"] == "Unknown"
+    assert conditions["MainWorkloadReady"]["message"] == "1 of 2 engines ready"
+    assert conditions["Ready"]["status"] == "Unknown" and starting["observedGeneration"] == 3
+    failing = observe_llm(llm, WorkloadObservation(2, 0, "runtime environment 'vllm-cpu' is not installed"),
+                          WorkloadObservation(1, 0), url, previous=starting)
+    ready_condition = {c["type"]: c for c in failing["conditions"]}["Ready"]
+    assert ready_condition["status"] == "False" and "not installed" in ready_condition["message"]
+    ready = observe_llm(llm, WorkloadObservation(2, 2), WorkloadObservation(1, 1), url, previous=failing)
+    assert {c["type"]: c["status"] for c in ready["conditions"]} == {
+        "MainWorkloadReady": "True", "RouterReady": "True", "Ready": "True"}
+    assert ready["url"] == url and ready["addresses"] == [{"name": "gateway", "url": url}]
+    assert_valid({**llm, "status": ready}, "serving.kserve.io_llminferenceservices.yaml", "v1alpha2")

@@ -62,3 +62,39 @@ def test_a_pvc_mounted_at_the_model_path_becomes_a_pvc_uri() -> None:
     pod["spec"]["containers"][0]["volumeMounts"] = [
         {"name": "kserve-pvc-source", "mountPath": "/mnt/models", "subPath": "iris/v1", "readOnly": True}]
     assert plan_pod(pod).storage_uri == "pvc://models/iris/v1"
+
+
+def vllm_template() -> dict:
+    return {
+        "metadata": {"annotations": {"serving.odh.io/runtime-env": "vllm-cpu"}},
+        "spec": {"containers": [{
+            "name": "main",
+            "command": ["python", "-m", "vllm.entrypoints.openai.api_server"],
+            "args": ["--model", "/mnt/models", "--port", "8000", "--block-size", "32", "--kv-events-config",
+                     '{"endpoint":"tcp://*:5557","topic":"kv@$(POD_IP):8000@tiny"}'],
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "ports": [{"containerPort": 8000}, {"containerPort": 5557}],
+            "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}},
+            "livenessProbe": {"httpGet": {"path": "/health", "port": 8000}},
+        }]},
+    }
+
+
+def test_every_container_port_maps_in_split_flags_endpoints_and_topics(tmp_path: Path) -> None:
+    plan = plan_pod(vllm_template())
+    assert plan.all_ports == (8000, 5557)
+    assert plan.runtime_env == "vllm-cpu" and plan.liveness_path == "/health"
+    argv, env = materialize(plan, port=41000, model_dir=tmp_path, python="/envs/vllm/bin/python",
+                            extra_ports={8000: 41000, 5557: 41001})
+    assert argv[0] == "/envs/vllm/bin/python"
+    assert argv[argv.index("--port") + 1] == "41000"
+    assert argv[argv.index("--block-size") + 1] == "32"  # not a port flag: left alone
+    assert argv[argv.index("--model") + 1] == str(tmp_path)
+    assert argv[-1] == '{"endpoint":"tcp://*:41001","topic":"kv@127.0.0.1:41000@tiny"}'
+    assert env["POD_IP"] == "127.0.0.1"
+
+
+def test_an_unmapped_port_inside_a_string_is_left_alone(tmp_path: Path) -> None:
+    plan = plan_pod(template(args=["--upstream=http://127.0.0.1:9999/x", "--http_port=8080"]))
+    argv, _ = materialize(plan, port=50001, model_dir=tmp_path)
+    assert "--upstream=http://127.0.0.1:9999/x" in argv and "--http_port=50001" in argv

@@ -8,10 +8,17 @@
 - ``{name}-kserve-router-scheduler`` + ``{name}-epp-service``: our router (``odh llmd serve``);
 - ``{name}-kserve-route``: an HTTPRoute from the gateway to the pool.
 Names follow KServe's LLMInferenceService controller so existing tooling finds them.
+
+``spec.template`` is KServe's pod template for the engines: its ``main`` container's ``args`` are appended
+to ours (e.g. ``--max-model-len``), its ``env`` added (e.g. ``VLLM_CPU_KVCACHE_SPACE``), and its
+``command``/``image``, when given, replace vLLM's (e.g. ``python -m serving.llmd.sim_vllm``). The router's
+engines are the ready pods its ``serving.odh.io/engine-selector`` selects: a platform lists them with
+``with_engines``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -61,9 +68,29 @@ def reconcile_llm(llmisvc: dict[str, Any], config: LLMReconcileConfig | None = N
     return children
 
 
+def with_engines(router: dict[str, Any], engines: list[str]) -> dict[str, Any]:
+    """The router Deployment with one ``--engine URL[=ZMQ][,role=ROLE]`` flag per engine (a new copy)."""
+    out = copy.deepcopy(router)
+    container = out["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = [*container["args"], *(arg for engine in engines for arg in ("--engine", engine))]
+    return out
+
+
+def engine_flag(url: str, kv_events: str | None, role: str) -> str:
+    """One ``--engine`` value as ``odh llmd serve`` reads it."""
+    flag = f"{url}={kv_events}" if kv_events else url
+    return f"{flag},role={role}" if role != "both" else flag
+
+
+def _user_main_container(spec: dict[str, Any]) -> dict[str, Any]:
+    containers = (spec.get("template") or {}).get("containers") or []
+    return next((c for c in containers if c.get("name") == "main"), {})
+
+
 def _engines(deployment: str, namespace: str, spec: dict[str, Any], replicas: int, labels: dict[str, str],
              owner: list[dict[str, Any]], config: LLMReconcileConfig, disaggregated: bool) -> dict[str, Any]:
     served = spec["model"]["name"]
+    user = _user_main_container(spec)
     kv_events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{KV_EVENTS_PORT}",
                  "topic": f"kv@$(POD_IP):{ENGINE_PORT}@{served}"}
     args = ["--model", MODEL_DIR, "--served-model-name", served, "--port", str(ENGINE_PORT),
@@ -72,19 +99,25 @@ def _engines(deployment: str, namespace: str, spec: dict[str, Any], replicas: in
     if disaggregated:
         args += ["--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"},
                                                     separators=(",", ":"))]
+    args += [str(a) for a in user.get("args") or []]
     container: dict[str, Any] = {
         "name": "main",
-        "image": config.engine_image,
-        "command": ["python", "-m", "vllm.entrypoints.openai.api_server"],
+        "image": user.get("image", config.engine_image),
+        "command": list(user.get("command") or ["python", "-m", "vllm.entrypoints.openai.api_server"]),
         "args": args,
-        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                *(e for e in user.get("env") or [] if e.get("name") != "POD_IP")],
         "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"},
                   {"name": "kv-events", "containerPort": KV_EVENTS_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": ENGINE_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": ENGINE_PORT}, "periodSeconds": 10,
+                          "failureThreshold": 3},
         "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR, "readOnly": True}],
     }
+    # The runtime environment carries vLLM; a user's own command (another server, the simulator) brings its own.
+    annotations = {} if user.get("command") else {RUNTIME_ENV_ANNOTATION: config.runtime_env}
     pod = {
-        "metadata": {"labels": dict(labels), "annotations": {RUNTIME_ENV_ANNOTATION: config.runtime_env}},
+        "metadata": {"labels": dict(labels), "annotations": annotations},
         "spec": {
             "initContainers": [{"name": "storage-initializer", "image": config.storage_initializer_image,
                                 "args": [spec["model"]["uri"], MODEL_DIR],
@@ -106,16 +139,28 @@ def _router(name: str, namespace: str, spec: dict[str, Any], workload: dict[str,
         "name": "router",
         "image": config.router_image,
         "command": ["python", "-m", "serving.llmd.serve"],
-        "args": ["--port", str(ROUTER_PORT), "--model", spec["model"]["name"], "--block-size", str(config.block_size)],
+        # The model's own tokenizer and chat template give the engine's token ids (prefix keys).
+        "args": ["--port", str(ROUTER_PORT), "--host", "0.0.0.0", "--model", spec["model"]["name"],
+                 "--block-size", str(config.block_size), "--tokenizer", MODEL_DIR],
         "ports": [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": ROUTER_PORT}},
+        # Ready while at least one engine is in the pool; alive while it answers at all.
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": ROUTER_PORT}},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": ROUTER_PORT}},
+        "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR, "readOnly": True}],
     }
-    # The platform turns the ready pods this selector matches into the router's --engine flags.
+    # The platform turns the pods this selector matches into the router's --engine flags.
     annotations = {ENGINE_SELECTOR_ANNOTATION: selector}
+    pod_spec = {
+        "initContainers": [{"name": "storage-initializer", "image": config.storage_initializer_image,
+                            "args": [spec["model"]["uri"], MODEL_DIR],
+                            "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}]}],
+        "containers": [container],
+        "volumes": [{"name": "model-cache", "emptyDir": {}}],
+    }
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": _meta(f"{name}-kserve-router-scheduler", namespace, owner, labels=labels, annotations=annotations),
             "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}}}
+                     "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
 
 
 def _router_labels(name: str) -> dict[str, str]:

@@ -1,9 +1,14 @@
 """The embedded platform's daemon (``odh up``): KServe's controller and kubelet for one machine.
 
-It stores applied objects in SQLite, reconciles every InferenceService with the same pure reconciler
-a cluster would use, runs the resulting Deployments' replicas as processes, writes status back, and
-serves the gateway port. A control API on a Unix socket in the state directory takes applies,
-reads and deletes.
+It stores applied objects in SQLite, reconciles every InferenceService and LLMInferenceService with
+the same pure reconcilers a cluster would use, runs the resulting Deployments' replicas as processes,
+writes status back, and serves the gateway port. A control API on a Unix socket in the state directory
+takes applies, reads and deletes.
+
+An LLMInferenceService's engines run with their runtime environment's interpreter (vLLM's own venv);
+its router is started once an engine has an address, with one ``--engine`` flag per engine pod the
+router's selector matches (ready or not: the router's monitor follows readiness), and is rolled to a
+new replica when that set changes. The gateway routes ``/serving/{ns}/{name}/v1/...`` to the router.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,17 +39,31 @@ from serving.kserve import (
     reconcile,
     resolve_runtime,
 )
+from serving.kserve.llmisvc import KIND as LLMISVC
+from serving.kserve.llmisvc import WorkloadObservation, admit_llm_inference_service, observe_llm
+from serving.kserve.reconcile.llmd import (
+    ENGINE_PORT,
+    ENGINE_SELECTOR_ANNOTATION,
+    KV_EVENTS_PORT,
+    ROLE_LABEL,
+    LLMReconcileConfig,
+    engine_flag,
+    reconcile_llm,
+    with_engines,
+)
 from serving.kserve.types import ClusterServingRuntime, ServingRuntime
 from serving.platform.local.api import build_api
 from serving.platform.local.deployments import DeploymentRunner
 from serving.platform.local.gateway import Gateway
+from serving.platform.local.pods import PodPlan
 from serving.platform.local.routes import RouteTable
 from serving.platform.local.store import ObjectStore, key_of
 
 log = logging.getLogger(__name__)
 
 ISVC = "InferenceService"
-OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler")
+OWNER_KINDS = (ISVC, LLMISVC)
+OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "InferencePool", "HTTPRoute")
 RESYNC_SECONDS = 1.0
 
 
@@ -70,6 +90,7 @@ class Daemon:
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
         self.config = ReconcileConfig()
+        self.llm_config = LLMReconcileConfig()
         self.builtin_runtimes = builtin_runtimes()  # read once: reconcile passes run every second
         self.runners: dict[tuple[str, str], DeploymentRunner] = {}
         self._wake = asyncio.Event()
@@ -84,6 +105,8 @@ class Daemon:
         kind = obj.get("kind")
         if kind == ISVC:
             obj = admit_inference_service(obj).to_dict()
+        elif kind == LLMISVC:
+            obj = admit_llm_inference_service(obj)
         elif kind in ("ServingRuntime", "ClusterServingRuntime"):
             from serving.kserve import admit_serving_runtime
 
@@ -158,12 +181,19 @@ class Daemon:
 
     def reconcile_all(self) -> None:
         desired_deployments: set[tuple[str, str]] = set()
-        live_isvcs: set[tuple[str, str]] = set()
+        live: set[tuple[str, str, str]] = set()
         for isvc in self.store.list(ISVC):
-            ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
-            live_isvcs.add((ns, name))
+            live.add((ISVC, isvc["metadata"]["namespace"], isvc["metadata"]["name"]))
             desired_deployments |= self._reconcile_isvc(isvc)
-        self._collect_garbage(live_isvcs)
+        for llm in self.store.list(LLMISVC):
+            live.add((LLMISVC, llm["metadata"]["namespace"], llm["metadata"]["name"]))
+            try:
+                desired_deployments |= self._reconcile_llmisvc(llm)
+            except Exception:  # noqa: BLE001 - one bad object must not stop the others
+                log.exception("reconciling %s %s failed", LLMISVC, llm["metadata"]["name"])
+                desired_deployments |= {k for k in self.runners if k[0] == llm["metadata"]["namespace"]
+                                        and k[1].startswith(llm["metadata"]["name"] + "-kserve")}
+        self._collect_garbage(live)
         for key in [k for k in self.runners if k not in desired_deployments]:
             task = asyncio.create_task(self.runners.pop(key).stop())
             self._stopping.add(task)
@@ -196,11 +226,7 @@ class Daemon:
                 # An HPA owns the replica count of the Deployments it scales (until the autoscaler
                 # runs locally, its minimum is what runs).
                 replicas = child["spec"].get("replicas", autoscaled.get(key[1], 1))
-                runner = self.runners.get(key)
-                if runner is None:
-                    self.runners[key] = DeploymentRunner(child, replicas, self.files.pods, self._fetch_model, self.wake)
-                else:
-                    runner.update(child, replicas)
+                self._run(child, replicas)
         if failure is not None:
             # Keep serving what already runs: a spec that cannot be reconciled changes nothing live.
             deployments = {k for k in self.runners if k[0] == ns and k[1] == f"{name}-predictor"}
@@ -231,16 +257,82 @@ class Daemon:
             self.store.set_status(ISVC, ns, name, status)
         return deployments
 
-    def _collect_garbage(self, live_isvcs: set[tuple[str, str]]) -> None:
-        """Delete children whose owning InferenceService is gone, and their routes."""
+    def _run(self, deployment: dict[str, Any], replicas: int) -> DeploymentRunner:
+        key = (deployment["metadata"].get("namespace", "default"), deployment["metadata"]["name"])
+        runner = self.runners.get(key)
+        if runner is None:
+            runner = self.runners[key] = DeploymentRunner(deployment, replicas, self.files.pods, self._fetch_model,
+                                                          self.wake, self._python_for)
+        else:
+            runner.update(deployment, replicas)
+        return runner
+
+    def _reconcile_llmisvc(self, stored: dict[str, Any]) -> set[tuple[str, str]]:
+        ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
+        children = reconcile_llm(admit_llm_inference_service(stored), self.llm_config)
+        deployments: set[tuple[str, str]] = set()
+        engines: dict[str, DeploymentRunner] = {}  # by role
+        router: dict[str, Any] | None = None
+        for child in children:
+            if child["kind"] == "Deployment" and ENGINE_SELECTOR_ANNOTATION in (child["metadata"].get("annotations") or {}):
+                router = child  # started below, once the engines have addresses
+                continue
+            self.store.put(child)
+            if child["kind"] == "Deployment":
+                runner = self._run(child, child["spec"]["replicas"])
+                deployments.add((ns, runner.name))
+                engines[child["spec"]["template"]["metadata"]["labels"].get(ROLE_LABEL, "both")] = runner
+        router_runner = None
+        if router is not None:
+            flags = [engine_flag(f"http://127.0.0.1:{ports[ENGINE_PORT]}",
+                                 f"tcp://127.0.0.1:{ports[KV_EVENTS_PORT]}" if KV_EVENTS_PORT in ports else None, role)
+                     for role, runner in sorted(engines.items()) for ports in runner.desired_pod_ports()]
+            if flags:
+                router = with_engines(router, flags)
+                router_runner = self._run(router, router["spec"]["replicas"])
+                deployments.add((ns, router_runner.name))
+            self.store.put(router)
+        for key in deployments:
+            self.store.set_status("Deployment", key[0], key[1], self.runners[key].status())
+        self.routes.set(ns, name, router_runner.endpoints() if router_runner else [])
+        decode = engines.get("decode") or engines.get("both")
+        status = observe_llm(
+            stored,
+            _observe(decode, stored["spec"]["replicas"]),
+            _observe(router_runner, 1),
+            self.gateway.url_for(ns, name),
+            prefill=_observe(engines["prefill"], stored["spec"]["prefill"]["replicas"]) if "prefill" in engines else None,
+            previous=stored.get("status") or None,
+        )
+        if status != stored.get("status"):
+            self.store.set_status(LLMISVC, ns, name, status)
+        return deployments
+
+    def _python_for(self, plan: PodPlan) -> str:
+        """The interpreter for a pod: its runtime environment's when the pod names one."""
+        if not plan.runtime_env:
+            return sys.executable
+        from serving.runtimes.envs import get_recipe, runtime_env, runtime_python
+
+        get_recipe(plan.runtime_env)  # an unknown name raises with the known ones
+        python = runtime_python(plan.runtime_env, self.files.state)
+        if python is None:
+            where = runtime_env(plan.runtime_env, self.files.state).root
+            raise PlatformError(f"runtime environment {plan.runtime_env!r} is not installed at {where}: "
+                                f"run `odh runtime install {plan.runtime_env}` (same --state-dir / ODH_RUNTIMES_DIR)")
+        return str(python)
+
+    def _collect_garbage(self, live: set[tuple[str, str, str]]) -> None:
+        """Delete children whose owner (an InferenceService or LLMInferenceService) is gone, and their routes."""
         for kind in OWNED_KINDS:
             for child in self.store.list(kind):
-                owner = _owner_isvc(child)
-                if owner is not None and (child["metadata"]["namespace"], owner) not in live_isvcs:
+                owner = _owner(child)
+                if owner is not None and (owner[0], child["metadata"]["namespace"], owner[1]) not in live:
                     self.store.delete(*key_of(child))
+        live_routes = {(ns, name) for _, ns, name in live}
         for ns_name in list(self.routes.snapshot()):
             ns, _, name = ns_name.partition("/")
-            if (ns, name) not in live_isvcs:
+            if (ns, name) not in live_routes:
                 self.routes.remove(ns, name)
 
     def _namespace_runtimes(self, namespace: str) -> list[ServingRuntime]:
@@ -259,11 +351,20 @@ class Daemon:
         return initialize(uri, dest, self._storage_settings)
 
 
-def _owner_isvc(obj: dict[str, Any]) -> str | None:
+def _owner(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """``(kind, name)`` of the InferenceService or LLMInferenceService that owns ``obj``."""
     for ref in obj.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == ISVC:
-            return ref.get("name")
+        if ref.get("kind") in OWNER_KINDS:
+            return ref["kind"], ref.get("name")
     return None
+
+
+def _observe(runner: DeploymentRunner | None, desired: int) -> WorkloadObservation:
+    if runner is None:
+        return WorkloadObservation(desired, 0)
+    infos = runner.replica_infos()
+    failure = next((i.message for i in infos if not i.ready and i.restarts and i.message), None)
+    return WorkloadObservation(desired, sum(i.ready for i in infos), failure or (runner.plan_error or None))
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.platform.local.pods import PodPlan, plan_pod
-from serving.platform.local.replicas import ModelFetcher, Replica, ReplicaInfo
+from serving.platform.local.replicas import ModelFetcher, PythonResolver, Replica, ReplicaInfo
 from serving.platform.local.routes import Endpoint
 
 HASH_ANNOTATION = "serving.kserve.io/template-hash"
@@ -31,7 +31,9 @@ def template_hash(deployment: dict[str, Any]) -> str:
 
 
 class DeploymentRunner:
-    def __init__(self, deployment: dict[str, Any], replicas: int, pods_dir: Path, fetch_model: ModelFetcher, on_change: Callable[[], None]) -> None:
+    def __init__(self, deployment: dict[str, Any], replicas: int, pods_dir: Path, fetch_model: ModelFetcher,
+                 on_change: Callable[[], None], resolve_python: PythonResolver | None = None) -> None:
+        self._resolve_python = resolve_python
         self.namespace = deployment["metadata"].get("namespace", "default")
         self.name = deployment["metadata"]["name"]
         self._pods_dir = pods_dir
@@ -69,6 +71,7 @@ class DeploymentRunner:
                 self._pods_dir / self.namespace / f"{self.name}-{self.desired}-{len(replicas)}",
                 self._fetch_model,
                 self._on_change,
+                self._resolve_python,
             )
             replicas.append(replica)
             replica.start()
@@ -101,6 +104,11 @@ class DeploymentRunner:
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("127.0.0.1", r.port) for rs in self._sets.values() for r in rs if r.ready and r.port]
+
+    def desired_pod_ports(self) -> list[dict[int, int]]:
+        """Container port -> loopback port for each replica of the desired template, ready or not
+        (an LLM router lists every engine and lets its own monitor follow their readiness)."""
+        return [dict(r.ports) for r in self._sets.get(self.desired, [])]
 
     def replica_infos(self) -> list[ReplicaInfo]:
         return [r.info() for rs in self._sets.values() for r in rs]

@@ -2,14 +2,18 @@
 
 KServe's pods carry a storage-initializer init container (``[storageUri, /mnt/models]``) and a
 ``kserve-container`` whose image this machine cannot run. Locally the init container becomes a call to
-our storage initializer, and the main container's ``command`` runs with the project's interpreter, with
-``/mnt/models`` pointed at the replica's model directory and the container port at a free loopback port.
+our storage initializer, and the main container's ``command`` runs with the project's interpreter (or a
+runtime environment's, named by the ``serving.odh.io/runtime-env`` pod annotation), with ``/mnt/models``
+pointed at the replica's model directory and every container port at its own free loopback port:
+``--port=N``, ``--port N``, ``tcp://*:N`` and ``$(POD_IP):N`` all follow. ``$(VAR)`` references expand
+as the kubelet expands them, with ``status.podIP`` being 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,13 @@ from serving.errors import PlatformError
 MODEL_MOUNT = "/mnt/models"
 STORAGE_INITIALIZER = "storage-initializer"
 DEFAULT_READINESS_PATH = "/v2/health/ready"
+from serving.kserve.reconcile.llmd import RUNTIME_ENV_ANNOTATION  # noqa: E402 - the reconciler names it
+POD_IP = "127.0.0.1"
 _PORT_FLAG = re.compile(r"^(--?[\w-]*port[\w-]*=)(\d+)$", re.IGNORECASE)
+_SPLIT_PORT_FLAG = re.compile(r"^--?[\w-]*port$", re.IGNORECASE)
+# A port after a host inside a larger string: ZMQ endpoints, URLs, "kv@host:port@model" topics.
+_HOST_PORT = re.compile(r"((?:[a-z]+://)?(?:\*|localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]*\])):(\d+)\b", re.IGNORECASE)
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,14 @@ class PodPlan:
     storage_uri: str | None
     model_mount: str = MODEL_MOUNT
     extra: dict[str, Any] = field(default_factory=dict)
+    # Every containerPort (the first is ``container_port``), each mapped to its own loopback port.
+    ports: tuple[int, ...] = ()
+    runtime_env: str | None = None  # run with this runtime environment's interpreter
+    liveness_path: str | None = None
+
+    @property
+    def all_ports(self) -> tuple[int, ...]:
+        return self.ports or (self.container_port,)
 
 
 def plan_pod(template: dict[str, Any]) -> PodPlan:
@@ -48,11 +66,21 @@ def plan_pod(template: dict[str, Any]) -> PodPlan:
             f"container {main.get('name')!r} (image {main.get('image')!r}) has no command: the local platform "
             "runs commands, not images; give the runtime container a command"
         )
-    ports = main.get("ports") or []
-    port = int(ports[0]["containerPort"]) if ports else 8080
+    ports = tuple(dict.fromkeys(int(p["containerPort"]) for p in main.get("ports") or []))
+    port = ports[0] if ports else 8080
     probe = ((main.get("readinessProbe") or {}).get("httpGet") or {}).get("path") or DEFAULT_READINESS_PATH
-    env = {e["name"]: str(e.get("value", "")) for e in main.get("env") or [] if "name" in e and "valueFrom" not in e}
-    return PodPlan(tuple(command), env, port, probe, _storage_uri(spec, main))
+    liveness = ((main.get("livenessProbe") or {}).get("httpGet") or {}).get("path")
+    env: dict[str, str] = {}
+    for entry in main.get("env") or []:
+        if "name" not in entry:
+            continue
+        if "valueFrom" not in entry:
+            env[entry["name"]] = str(entry.get("value", ""))
+        elif (entry["valueFrom"].get("fieldRef") or {}).get("fieldPath") == "status.podIP":
+            env[entry["name"]] = POD_IP
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    return PodPlan(tuple(command), env, port, probe, _storage_uri(spec, main), ports=ports,
+                   runtime_env=annotations.get(RUNTIME_ENV_ANNOTATION), liveness_path=liveness)
 
 
 def _storage_uri(spec: dict[str, Any], main: dict[str, Any]) -> str | None:
@@ -68,21 +96,36 @@ def _storage_uri(spec: dict[str, Any], main: dict[str, Any]) -> str | None:
     return None
 
 
-def materialize(plan: PodPlan, *, port: int, model_dir: Path | None, python: str = sys.executable) -> tuple[list[str], dict[str, str]]:
-    """The argv and env that run ``plan`` on ``port`` with the model at ``model_dir``."""
+def materialize(plan: PodPlan, *, port: int, model_dir: Path | None, python: str = sys.executable,
+                extra_ports: Mapping[int, int] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argv and env that run ``plan`` with its main port on ``port`` (other container ports on
+    ``extra_ports[containerPort]``) and the model at ``model_dir``."""
+    mapping = {**(extra_ports or {}), plan.container_port: port}
 
-    def local(value: str) -> str:
+    def expand(value: str) -> str:
+        # Kubernetes expands $(VAR) from the container's env; unknown references stay as written.
+        return _VAR_REF.sub(lambda m: plan.env.get(m[1], m[0]), value)
+
+    def remap_host_port(match: re.Match[str]) -> str:
+        mapped = mapping.get(int(match[2]))
+        return f"{match[1]}:{mapped}" if mapped is not None else match[0]
+
+    def local(value: str, previous: str = "") -> str:
+        value = expand(value)
         if model_dir is not None and plan.model_mount in value:
             value = value.replace(plan.model_mount, str(model_dir))
         match = _PORT_FLAG.match(value)
-        if match and int(match[2]) == plan.container_port:
-            value = f"{match[1]}{port}"
-        return value
+        if match and int(match[2]) in mapping:
+            return f"{match[1]}{mapping[int(match[2])]}"
+        if value.isdigit() and _SPLIT_PORT_FLAG.match(previous) and int(value) in mapping:
+            return str(mapping[int(value)])
+        return _HOST_PORT.sub(remap_host_port, value)
 
-    argv = [local(arg) for arg in plan.command]
+    argv = [local(arg, plan.command[i - 1] if i else "") for i, arg in enumerate(plan.command)]
     if argv and argv[0] in {"python", "python3"}:
         argv[0] = python
-    env = {name: (str(port) if value == str(plan.container_port) and "PORT" in name.upper() else local(value))
+    env = {name: (str(mapping[int(value)]) if value.isdigit() and int(value) in mapping and "PORT" in name.upper()
+                  else local(value))
            for name, value in plan.env.items()}
     env["PORT"] = str(port)
     return argv, env

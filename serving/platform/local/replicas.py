@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ class ReplicaState(str, Enum):
 
 # fetch(storage_uri, dest_dir) -> local model dir; blocking, run in a thread.
 ModelFetcher = Callable[[str, Path], Path]
+# The interpreter that runs a plan's ``python`` command (a runtime environment's, or ours); raises
+# PlatformError with the fix when the environment is missing.
+PythonResolver = Callable[[PodPlan], str]
 
 
 @dataclass
@@ -67,14 +71,19 @@ def free_port() -> int:
 
 
 class Replica:
-    def __init__(self, name: str, plan: PodPlan, pod_dir: Path, fetch_model: ModelFetcher, on_change: Callable[[], None]) -> None:
+    def __init__(self, name: str, plan: PodPlan, pod_dir: Path, fetch_model: ModelFetcher, on_change: Callable[[], None],
+                 resolve_python: PythonResolver | None = None) -> None:
         self.name = name
         self.plan = plan
         self.pod_dir = pod_dir
         self._fetch_model = fetch_model
         self._on_change = on_change
+        self._resolve_python = resolve_python
         self.state = ReplicaState.PENDING
-        self.port: int | None = None
+        # Container port -> loopback port, fixed for the replica's life (as a pod IP is): a restarted
+        # engine comes back at the address its router and KV-event subscriber already know.
+        self.ports: dict[int, int] = {cp: free_port() for cp in plan.all_ports}
+        self.port: int | None = self.ports[plan.container_port]
         self.restarts = 0
         # Consecutive starts that died (or failed to fetch) before ever becoming ready: a rollout
         # whose new replicas keep failing is abandoned and the old version keeps serving.
@@ -133,8 +142,9 @@ class Replica:
 
     async def _serve_once(self, model_dir: Path | None) -> None:
         self._was_ready = False
-        self.port = free_port()
-        argv, env = materialize(self.plan, port=self.port, model_dir=model_dir)
+        python = self._resolve_python(self.plan) if self._resolve_python else sys.executable
+        argv, env = materialize(self.plan, port=self.ports[self.plan.container_port], model_dir=model_dir,
+                                python=python, extra_ports=self.ports)
         log_path = self.pod_dir / "replica.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._set(ReplicaState.STARTING, "")
@@ -160,16 +170,22 @@ class Replica:
             log.warning("replica %s: %s", self.name, self.message)
 
     async def _probe_loop(self) -> None:
-        url = f"http://127.0.0.1:{self.port}{self.plan.readiness_path}"
-        failures = 0
+        """Probe until the process should be replaced (then return).
+
+        Readiness moves the replica in and out of its endpoints. With a liveness probe, only the liveness
+        probe failing replaces the process, as the kubelet does: a router whose engines are all down stays
+        up and reports not ready. Without one, a replica that was ready and stops answering its readiness
+        probe is replaced (a hung model server must not hold its slot forever).
+        """
+        base = f"http://127.0.0.1:{self.port}"
+        ready_url = base + self.plan.readiness_path
+        live_url = base + self.plan.liveness_path if self.plan.liveness_path else None
+        failures = live_failures = 0
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
-                try:
-                    ok = (await client.get(url)).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                ok = await _probe(client, ready_url)
                 if ok:
-                    failures = 0
+                    failures = live_failures = 0
                     if not self.ready:
                         self._was_ready = True
                         self.failures_before_ready = 0
@@ -177,9 +193,17 @@ class Replica:
                 elif self.ready:
                     failures += 1
                     if failures >= PROBE_FAILURES_TO_UNREADY:
-                        self.message = f"readiness probe {url} failed {failures} times"
+                        message = f"readiness probe {ready_url} failed {failures} times"
+                        if live_url is None:
+                            self.message = message
+                            return
+                        self._set(ReplicaState.STARTING, message)
+                if not ok and live_url is not None and self._was_ready:
+                    live_failures = 0 if await _probe(client, live_url) else live_failures + 1
+                    if live_failures >= PROBE_FAILURES_TO_UNREADY:
+                        self.message = f"liveness probe {live_url} failed {live_failures} times"
                         return
-                await asyncio.sleep(PROBE_INTERVAL_READY if self.ready else PROBE_INTERVAL_STARTING)
+                await asyncio.sleep(PROBE_INTERVAL_READY if self._was_ready else PROBE_INTERVAL_STARTING)
 
     async def _terminate(self) -> None:
         proc = self._proc
@@ -201,6 +225,13 @@ class Replica:
         if message is not None:
             self.message = message
         self._on_change()
+
+
+async def _probe(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await client.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _tail(path: Path, limit: int = 400) -> str:

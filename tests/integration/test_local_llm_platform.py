@@ -1,0 +1,194 @@
+"""LLMInferenceService on the embedded platform: a real daemon, engines started with vLLM's flags (served by
+the simulator, ``serving.llmd.sim_vllm``), the real router behind the real gateway.
+
+The same path with real vLLM engines is ``tests/e2e/test_llm_vllm.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from serving.errors import AdmissionError
+from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
+from support import FIXTURES, free_port
+
+pytestmark = pytest.mark.integration
+
+TOKENIZER = FIXTURES / "vllm-kv-events" / "tokenizer"
+SHARED = "You are a careful assistant. " + "Read the shared reference text before answering. " * 8
+
+
+def sim_llm(name: str, model_dir: Path, replicas: int = 2) -> dict:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha2",
+        "kind": "LLMInferenceService",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "model": {"uri": str(model_dir), "name": "tiny-llama"},
+            "replicas": replicas,
+            "template": {"containers": [{
+                "name": "main",
+                "command": ["python", "-m", "serving.llmd.sim_vllm"],
+                "args": ["--max-model-len", "1024", "--num-gpu-blocks-override", "256"],
+            }]},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory as vLLM expects one; the simulator only reads its tokenizer."""
+    out = tmp_path_factory.mktemp("tiny-llama")
+    for item in TOKENIZER.iterdir():
+        shutil.copy(item, out / item.name)
+    shutil.copy(FIXTURES / "vllm-kv-events" / "model-config.json", out / "config.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    state = tmp_path_factory.mktemp("odh-llm-state")
+    start_daemon(state, free_port())
+    client = LocalPlatform(state)
+    try:
+        yield client
+    finally:
+        stop_daemon(state)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def served(platform: LocalPlatform, model_dir: Path) -> dict:
+    platform.apply(sim_llm("chat", model_dir))
+    return platform.wait_ready("LLMInferenceService", "default", "chat", timeout=90)
+
+
+def engine_pods(platform: LocalPlatform, name: str = "chat") -> list[dict]:
+    return [p for p in platform.pods() if p["deployment"] == f"{name}-kserve"]
+
+
+def router_health(platform: LocalPlatform, name: str = "chat") -> dict:
+    router = next(p for p in platform.pods() if p["deployment"] == f"{name}-kserve-router-scheduler" and p["ready"])
+    return httpx.get(f"http://127.0.0.1:{router['port']}/health", timeout=5).json()
+
+
+def test_ready_status_names_the_gateway_url_and_every_child_exists(platform: LocalPlatform, served: dict) -> None:
+    status = served["status"]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"MainWorkloadReady": "True", "RouterReady": "True", "Ready": "True"}
+    assert status["url"].endswith("/serving/default/chat")
+    assert status["addresses"][0]["url"] == status["url"]
+    assert {d["metadata"]["name"] for d in platform.list("Deployment", "default")} >= {
+        "chat-kserve", "chat-kserve-router-scheduler"}
+    assert [p["metadata"]["name"] for p in platform.list("InferencePool", "default")] == ["chat-inference-pool"]
+    assert [r["metadata"]["name"] for r in platform.list("HTTPRoute", "default")] == ["chat-kserve-route"]
+    assert len(engine_pods(platform)) == 2
+
+
+def test_the_openai_sdk_works_through_the_gateway_streaming_included(served: dict) -> None:
+    client = openai.OpenAI(base_url=served["status"]["url"] + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["tiny-llama"]
+    chat = client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hello"}],
+                                          max_tokens=5)
+    assert chat.choices[0].message.content and chat.usage.completion_tokens == 5
+    chunks = list(client.completions.create(model="tiny-llama", prompt="stream me", max_tokens=6, stream=True))
+    assert sum(len(c.choices[0].text) > 0 for c in chunks if c.choices) >= 2
+
+
+def test_shared_prefixes_go_to_the_engine_that_holds_them(platform: LocalPlatform, served: dict) -> None:
+    url = served["status"]["url"] + "/v1/completions"
+    pods = set()
+    for i in range(6):
+        response = httpx.post(url, json={"model": "tiny-llama", "prompt": SHARED + f" Question {i}?", "max_tokens": 2},
+                              timeout=30).raise_for_status()
+        pods.add(response.headers["x-odh-pod"])
+        time.sleep(0.3)  # let the KV events reach the router's index
+    assert len(pods) == 1, f"one shared prefix was spread over {pods}"
+    # The router's index learned the blocks from that engine's KV events.
+    assert router_health(platform)["index"]["pods"].get(pods.pop(), 0) > 0
+
+
+def test_a_killed_engine_restarts_at_the_same_address_and_rejoins(platform: LocalPlatform, served: dict) -> None:
+    before = {p["name"]: p for p in engine_pods(platform)}
+    victim = next(iter(before.values()))
+    os.killpg(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = {p["name"]: p for p in engine_pods(platform)}
+        if now[victim["name"]]["ready"] and now[victim["name"]]["pid"] != victim["pid"]:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"engine {victim['name']} did not come back: {engine_pods(platform)}")
+    assert now[victim["name"]]["port"] == victim["port"]
+    assert now[victim["name"]]["restarts"] == victim["restarts"] + 1
+    # The router was not rolled (same engines), and it sees the engine healthy again.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        pods = router_health(platform)["pods"]
+        if all(p["healthy"] for p in pods.values()):
+            break
+        time.sleep(0.2)
+    assert len(pods) == 2 and all(p["healthy"] for p in pods.values()), pods
+    response = httpx.post(served["status"]["url"] + "/v1/completions",
+                          json={"model": "tiny-llama", "prompt": "after the restart", "max_tokens": 2}, timeout=30)
+    assert response.status_code == 200
+
+
+def test_scaling_the_engines_rolls_the_router_onto_the_new_set(platform: LocalPlatform, model_dir: Path, served: dict) -> None:
+    platform.apply(sim_llm("chat", model_dir, replicas=3))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        obj = platform.get("LLMInferenceService", "default", "chat")
+        if obj["status"].get("observedGeneration") == 2 and obj["status"]["conditions"][-1]["status"] == "True":
+            try:
+                if len(router_health(platform)["pods"]) == 3:
+                    break
+            except (StopIteration, httpx.HTTPError):
+                pass
+        time.sleep(0.3)
+    else:
+        pytest.fail("the router never listed 3 engines")
+    assert len(engine_pods(platform)) == 3
+    response = httpx.post(obj["status"]["url"] + "/v1/completions",
+                          json={"model": "tiny-llama", "prompt": "three engines", "max_tokens": 2}, timeout=30)
+    assert response.status_code == 200
+
+
+def test_a_bad_llm_service_is_refused_with_the_field_and_changes_nothing(platform: LocalPlatform, served: dict) -> None:
+    before = platform.get("LLMInferenceService", "default", "chat")
+    pids = sorted(p["pid"] for p in platform.pods())
+    bad = sim_llm("chat", Path("/nowhere"))
+    bad["spec"]["replicas"] = -1
+    bad["spec"]["model"]["uri"] = "ftp://x/y"
+    with pytest.raises(AdmissionError) as info:
+        platform.apply(bad)
+    fields = {e.field for e in info.value.errors}
+    assert {"spec.replicas", "spec.model.uri"} <= fields
+    after = platform.get("LLMInferenceService", "default", "chat")
+    assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert sorted(p["pid"] for p in platform.pods()) == pids
+
+
+def test_delete_stops_every_process_and_removes_the_children(platform: LocalPlatform, model_dir: Path) -> None:
+    platform.apply(sim_llm("gone", model_dir, replicas=1))
+    obj = platform.wait_ready("LLMInferenceService", "default", "gone", timeout=90)
+    pids = [p["pid"] for p in platform.pods() if p["deployment"].startswith("gone-kserve")]
+    assert len(pids) == 2  # one engine, one router
+    assert platform.delete("LLMInferenceService", "default", "gone")
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not [d for d in platform.list("Deployment", "default") if d["metadata"]["name"].startswith("gone-")]
+    assert not [p for p in platform.list("InferencePool", "default") if p["metadata"]["name"].startswith("gone-")]
+    assert httpx.post(obj["status"]["url"] + "/v1/completions", json={"model": "tiny-llama", "prompt": "x"},
+                      timeout=5).status_code == 404
