@@ -73,13 +73,18 @@ def down(state: StateOpt = None) -> None:
 
 @app.command()
 def deploy(
-    model_uri: Annotated[str, typer.Argument(help="a model file or directory, file://, s3://, pvc://, http(s):// or models:/NAME@ALIAS")],
-    name: Annotated[str, typer.Option("--name", help="InferenceService name")],
-    model_format: Annotated[str | None, typer.Option("--format", help="sklearn or mlflow (default: detected)")] = None,
+    model_uri: Annotated[str, typer.Argument(help="a model file or directory, file://, s3://, pvc://, http(s)://, "
+                                                   "hf://ORG/NAME or models:/NAME@ALIAS")],
+    name: Annotated[str, typer.Option("--name", help="InferenceService (or LLMInferenceService) name")],
+    model_format: Annotated[str | None, typer.Option("--format", help="sklearn, mlflow or huggingface (default: detected)")] = None,
     namespace: NamespaceOpt = "default",
     registered_model_name: Annotated[str | None, typer.Option("--model-name", help="registry name (default: --name)")] = None,
     alias: Annotated[str, typer.Option(help="registry alias to point at the version")] = "champion",
-    timeout: Annotated[float, typer.Option(help="seconds to wait for Ready")] = 300.0,
+    replicas: Annotated[int, typer.Option(help="replicas (LLMs: vLLM engines)")] = 1,
+    engine_arg: Annotated[list[str] | None, typer.Option("--engine-arg", help="LLMs: an extra vLLM flag (repeat), "
+                                                         "e.g. --engine-arg=--max-model-len=1024")] = None,
+    engine_env: Annotated[list[str] | None, typer.Option("--engine-env", help="LLMs: KEY=VALUE for every engine (repeat)")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds to wait for Ready (default 300; 900 for LLMs)")] = None,
     state: StateOpt = None,
 ) -> None:
     """Run the deploy flow (upload, register, configure, deploy, initialize, register service)."""
@@ -93,9 +98,11 @@ def deploy(
         from flows import deploy_model
 
         try:
+            env = dict(_key_value(item, "--engine-env") for item in engine_env or [])
             result = deploy_model(model_uri=model_uri, name=name, namespace=namespace, model_format=model_format,
                                   registered_model_name=registered_model_name, alias=alias,
-                                  timeout_seconds=timeout, state_dir=str(root))
+                                  min_replicas=replicas, max_replicas=replicas, timeout_seconds=timeout,
+                                  state_dir=str(root), engine_args=engine_arg or None, engine_env=env or None)
         except (ServingError, ValueError, FileNotFoundError) as exc:
             raise _fail(str(exc)) from exc
     console.print(f"[green]Ready[/] {namespace}/{name}: {result.model_name} version {result.model_version}")
@@ -109,29 +116,72 @@ def status(
     output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
     state: StateOpt = None,
 ) -> None:
-    """Show InferenceServices with their conditions and URLs."""
+    """Show InferenceServices and LLMInferenceServices with their conditions and URLs."""
     platform = _platform(state_dir(state))
     try:
-        items = [platform.get("InferenceService", namespace, name)] if name else platform.list("InferenceService")
+        if name:
+            items = [_get_service(platform, namespace, name)]
+        else:
+            items = platform.list("InferenceService") + platform.list("LLMInferenceService")
     except ServingError as exc:
         raise _fail(str(exc)) from exc
     if output == "json":
         print(json.dumps(items[0] if name else items, indent=2))
         return
-    table = Table("NAMESPACE", "NAME", "READY", "PREDICTOR", "INGRESS", "URL", "REASON")
+    table = Table("NAMESPACE", "NAME", "KIND", "READY", "WORKLOAD", "ROUTE", "URL", "REASON")
     for isvc in items:
         conds = {c["type"]: c for c in isvc.get("status", {}).get("conditions", [])}
         ready = conds.get("Ready", {})
         mark = {"True": "[green]True[/]", "False": "[red]False[/]"}
+        llm = isvc.get("kind") == "LLMInferenceService"
+        workload, route = ("MainWorkloadReady", "RouterReady") if llm else ("PredictorReady", "IngressReady")
         table.add_row(
-            isvc["metadata"]["namespace"], isvc["metadata"]["name"],
+            isvc["metadata"]["namespace"], isvc["metadata"]["name"], "llm" if llm else "isvc",
             mark.get(ready.get("status"), "Unknown"),
-            conds.get("PredictorReady", {}).get("status", "Unknown"),
-            conds.get("IngressReady", {}).get("status", "Unknown"),
+            conds.get(workload, {}).get("status", "Unknown"),
+            conds.get(route, {}).get("status", "Unknown"),
             isvc.get("status", {}).get("url", ""),
             " ".join(filter(None, [ready.get("reason"), ready.get("message")])) if ready.get("status") != "True" else "",
         )
     console.print(table)
+
+
+def _get_service(platform: Any, namespace: str, name: str) -> dict[str, Any]:
+    """The InferenceService called ``name``, else the LLMInferenceService."""
+    from serving.errors import NotFoundError
+
+    try:
+        return platform.get("InferenceService", namespace, name)
+    except NotFoundError:
+        return platform.get("LLMInferenceService", namespace, name)
+
+
+def _key_value(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise _fail(f"{flag} {item!r}: expected KEY=VALUE")
+    return key, value
+
+
+@app.command()
+def apply(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help="YAML: InferenceService, "
+                                             "LLMInferenceService or (Cluster)ServingRuntime; multi-document ok")],
+          state: StateOpt = None) -> None:
+    """Apply manifests to the running platform (admission first: a rejected one changes nothing)."""
+    platform = _platform(state_dir(state))
+    for doc in _documents(file):
+        try:
+            stored = platform.apply(doc)
+        except AdmissionError as exc:
+            err.print(f"[red]rejected[/] {doc.get('kind', '?')} {doc.get('metadata', {}).get('name', '?')}:")
+            for error in exc.errors:
+                err.print(f"  - {error.field}: {error.reason}")
+            raise typer.Exit(1) from exc
+        except ServingError as exc:
+            raise _fail(str(exc)) from exc
+        meta = stored["metadata"]
+        console.print(f"[green]applied[/] {stored['kind']} {meta['namespace']}/{meta['name']} "
+                      f"(generation {meta.get('generation')})")
 
 
 @app.command()
@@ -180,12 +230,16 @@ def retire(name: str, namespace: NamespaceOpt = "default", state: StateOpt = Non
 def validate(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help="InferenceService YAML (multi-document ok)")]) -> None:
     """Admission only (defaults + validation): exit 1 with every reason when the manifest is invalid."""
     from serving.kserve import admit_inference_service
+    from serving.kserve.llmisvc import admit_llm_inference_service
 
     failed = False
     for doc in _documents(file):
         name = doc.get("metadata", {}).get("name", "?")
         try:
-            admit_inference_service(doc)
+            if doc.get("kind") == "LLMInferenceService":
+                admit_llm_inference_service(doc)
+            else:
+                admit_inference_service(doc)
             console.print(f"[green]valid[/] {doc.get('kind', '?')} {name}")
         except AdmissionError as exc:
             failed = True
@@ -202,10 +256,16 @@ def render(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help=
     from serving.kserve import builtin_runtimes
     from serving.kserve import render as render_objects
 
+    from serving.kserve.llmisvc import admit_llm_inference_service
+    from serving.kserve.reconcile.llmd import reconcile_llm
+
     objects: list[dict[str, Any]] = []
     try:
         for doc in _documents(file):
-            objects += render_objects(doc, builtin_runtimes())
+            if doc.get("kind") == "LLMInferenceService":
+                objects += reconcile_llm(admit_llm_inference_service(doc))
+            else:
+                objects += render_objects(doc, builtin_runtimes())
     except ServingError as exc:
         raise _fail(str(exc)) from exc
     print(yaml.safe_dump_all(objects, sort_keys=False), end="")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODEL_FORMATS = ("sklearn", "mlflow")
+# Served as an LLMInferenceService (vLLM engines behind the LLM-D router), not an InferenceService.
+LLM_FORMATS = ("huggingface",)
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 MODEL_NAME_LABEL = "odh.serving/registered-model"
 MODEL_VERSION_LABEL = "odh.serving/model-version"
@@ -27,6 +29,9 @@ class ServingPolicy:
     limits: dict[str, str] = field(default_factory=lambda: {"cpu": "1", "memory": "2Gi"})
     scale_metric: str | None = None
     scale_target: int | None = None
+    # LLMs only: extra vLLM flags and environment for every engine (e.g. --max-model-len, VLLM_CPU_KVCACHE_SPACE).
+    engine_args: tuple[str, ...] = ()
+    engine_env: dict[str, str] = field(default_factory=dict)
 
 
 def inference_service(
@@ -74,6 +79,46 @@ def inference_service(
     }
 
 
+def is_llm_format(model_format: str) -> bool:
+    return model_format in LLM_FORMATS
+
+
+def llm_inference_service(
+    name: str,
+    storage_uri: str,
+    *,
+    namespace: str = "default",
+    served_model_name: str | None = None,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    policy: ServingPolicy | None = None,
+) -> dict[str, Any]:
+    """The LLMInferenceService manifest for one LLM version: ``min_replicas`` engines behind the router."""
+    policy = policy or ServingPolicy()
+    spec: dict[str, Any] = {
+        "model": {"uri": storage_uri, "name": served_model_name or name},
+        "replicas": policy.min_replicas,
+    }
+    if policy.engine_args or policy.engine_env:
+        main: dict[str, Any] = {"name": "main"}
+        if policy.engine_args:
+            main["args"] = list(policy.engine_args)
+        if policy.engine_env:
+            main["env"] = [{"name": k, "value": v} for k, v in sorted(policy.engine_env.items())]
+        spec["template"] = {"containers": [main]}
+    labels = {}
+    if model_name:
+        labels[MODEL_NAME_LABEL] = model_name
+    if model_version:
+        labels[MODEL_VERSION_LABEL] = model_version
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha2",
+        "kind": "LLMInferenceService",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
+
+
 def detect_format(files: list[str]) -> str:
     """Guess the model format from the file names of a model directory."""
     names = {f.rsplit("/", 1)[-1] for f in files}
@@ -81,4 +126,7 @@ def detect_format(files: list[str]) -> str:
         return "mlflow"
     if any(n.endswith((".joblib", ".pkl", ".pickle")) for n in names):
         return "sklearn"
-    raise ValueError(f"cannot tell the model format from {sorted(names)}: pass --format sklearn|mlflow")
+    # A Hugging Face model directory: a config plus weights (what vLLM loads).
+    if "config.json" in names and any(n.endswith(".safetensors") or n == "pytorch_model.bin" for n in names):
+        return "huggingface"
+    raise ValueError(f"cannot tell the model format from {sorted(names)}: pass --format sklearn|mlflow|huggingface")

