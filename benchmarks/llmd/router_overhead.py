@@ -242,6 +242,18 @@ def summarize(rows: list[dict]) -> str:
                  f"{'met' if added <= TARGET_ADDED_P50_MS else 'NOT met'}); per-core throughput ours/vllm-router = "
                  f"{ours / peer:.2f} (target >= {TARGET_PER_CORE_RATIO}: "
                  f"{'met' if ours / peer >= TARGET_PER_CORE_RATIO else 'NOT met'})")
+    # The machine is shared and small: show each round's figures, not only the medians.
+    rounds = sorted({r["round"] for r in rows if "round" in r})
+    for name in dict.fromkeys(r["router"] for r in rows):
+        per = {r["round"]: r for r in rows if r["router"] == name and "round" in r}
+        added = " / ".join(f"{per[k]['added_p50_ms']:.3f}" for k in rounds if k in per)
+        per_core = " / ".join(f"{per[k]['rps_per_router_core']:.0f}" for k in rounds if k in per)
+        lines.append(f"per round, {name}: added p50 {added} ms; req/s per router core {per_core}")
+    peer_rows = {r["round"]: r for r in rows if r["router"] == "vllm-router round_robin" and "round" in r}
+    ratios = [r["rps_per_router_core"] / peer_rows[r["round"]]["rps_per_router_core"]
+              for r in rows if r["router"] == "ours" and r.get("round") in peer_rows]
+    if ratios:
+        lines.append("per-core ratio by round: " + " / ".join(f"{x:.2f}" for x in ratios))
     return "\n".join(lines)
 
 

@@ -6,22 +6,24 @@ are on, else the router's own block keys) -> the engine, with retries to the nex
 connection errors and 5xx (never once a response has started streaming to the client), a circuit
 breaker per pod, and vLLM's disaggregated prefill/decode flow when the decision names a prefill pod.
 
-``Router(...).app`` is a Starlette app; ``serving.llmd.serve`` wires it to a monitor, an indexer and
-uvicorn.
+``Router(...).app`` is an ASGI app (completions and chat handled directly, the rest by a Starlette app);
+``serving.llmd.serve`` wires it to a monitor, an indexer and uvicorn. The hop to the engines goes through
+``serving.llmd.upstream`` (a lean keep-alive HTTP/1.1 pool per engine).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import anyio
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -29,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from serving.llmd.auth import ApiKey, KeyRing
 from serving.llmd.batch import BatchError, parse_batch, result_line
@@ -48,6 +51,8 @@ from serving.llmd.scheduler import (
     free_slots,
     is_saturated,
 )
+from serving.llmd.upstream import ConnectFailed, EnginePool, UpstreamError
+from serving.llmd.upstream import Response as UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,10 @@ def error_response(status: int, message: str, kind: str = "invalid_request_error
     """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=dict(headers or {}))
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body was read."""
 
 
 class _Abort(Exception):
@@ -173,11 +182,14 @@ class Router:
         self.clock = clock
         self.breakers = {name: CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s)
                          for name in monitor.pods}
-        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.clients: dict[str, EnginePool] = {}
         self._waiters: dict[int, asyncio.Future[Reject | Admit]] = {}
+        # Request ids: unique per process run, without a uuid4 (os.urandom + UUID object) per request.
+        self._id_prefix = uuid.uuid4().hex[:12] + "-"
+        self._ids = itertools.count(1)
         self._expiry_task: asyncio.Task[None] | None = None
         self._metrics()
-        self.app = Starlette(routes=[
+        self.starlette = Starlette(routes=[
             Route(COMPLETIONS, self.completions, methods=["POST"]),
             Route(CHAT, self.chat, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
@@ -186,14 +198,18 @@ class Router:
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
         ])
+        self.app = self  # an object with an async __call__, which uvicorn recognises as ASGI 3
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        timeout = httpx.Timeout(self.config.request_timeout_s, connect=self.config.connect_timeout_s)
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30)
         for name, pod in self.monitor.pods.items():
-            self.clients[name] = httpx.AsyncClient(base_url=pod.url, timeout=timeout, limits=limits)
+            self.clients[name] = EnginePool(pod.url, connect_timeout=self.config.connect_timeout_s,
+                                            read_timeout=self.config.request_timeout_s)
         self._expiry_task = asyncio.create_task(self._expire_loop(), name="llmd-router-expiry")
+        # Starlette streams through an anyio task group, whose backend modules load lazily (~50 ms):
+        # load them now, not while the first SSE stream's tokens pile up behind the import.
+        async with anyio.create_task_group():
+            pass
 
     async def stop(self) -> None:
         if self._expiry_task is not None:
@@ -201,7 +217,7 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry_task
         for client in self.clients.values():
-            await client.aclose()
+            await client.close()
         await self.cache.close()
 
     def pod_down(self, name: str) -> None:
@@ -230,6 +246,9 @@ class Router:
         self.m_rejected = Counter("llmd_router_rejected", "Requests turned away by flow control", ["reason"],
                                   registry=r)
         self.m_decisions = Counter("llmd_router_decisions", "Scheduling decisions", ["pod", "reason"], registry=r)
+        # Labelled children by label values: .labels() validates and locks on every call.
+        self._requests_by: dict[tuple[Any, ...], Any] = {}
+        self._decisions_by: dict[tuple[Any, ...], Any] = {}
         router = self
 
         class _Live:
@@ -298,19 +317,56 @@ class Router:
         return await self._endpoint(request, CHAT)
 
     async def _endpoint(self, request: Request, path: str) -> Response:
-        key = self.keys.check(request.headers.get("authorization"))
+        headers = request.headers
+        return await self._answer(path, request.body, headers.get("authorization"), headers.get("x-priority"),
+                                  headers.get("x-session-id"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry: completions and chat go straight to ``_answer`` (the hot path, without
+        Starlette's routing, middleware and Request objects); everything else to the Starlette app."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in (COMPLETIONS, CHAT):
+            await self.starlette(scope, receive, send)
+            return
+        path = scope["path"]
+        authorization = priority = session = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = authorization or value.decode("latin-1")
+            elif name == b"x-priority":
+                priority = priority or value.decode("latin-1")
+            elif name == b"x-session-id":
+                session = session or value.decode("latin-1")
+
+        async def body() -> bytes:
+            parts = []
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return b"".join(parts)
+
+        try:
+            response = await self._answer(path, body, authorization, priority, session)
+        except _Disconnected:
+            return  # the client left before its body was in: nothing to answer
+        await response(scope, receive, send)
+
+    async def _answer(self, path: str, body: Callable[[], Awaitable[bytes]], authorization: str | None,
+                      priority: str | None, session: str | None) -> Response:
+        key = self.keys.check(authorization)
         if key is None:
             response = self._unauthorized()
         else:
-            raw = await request.body()
+            raw = await body()
             try:
-                body = orjson.loads(raw)
+                parsed = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 response = error_response(400, f"The request body is not valid JSON: {exc}")
             else:
-                response = await self.handle(path, body, key, request.headers.get("x-priority"),
-                                             request.headers.get("x-session-id"))
-        self.m_requests.labels(path, str(response.status_code)).inc()
+                response = await self.handle(path, parsed, key, priority, session)
+        _child(self._requests_by, self.m_requests, path, response.status_code).inc()
         return response
 
     async def handle(self, path: str, body: Any, key: ApiKey, priority: str | None = None,
@@ -339,7 +395,7 @@ class Router:
         sreq = SchedRequest(model=self.config.model, token_count=analysis.token_count,
                             prefix_scores=analysis.prefix_scores, approx_prefix_key=analysis.approx_keys,
                             priority=prio, tenant=key.tenant, session_id=session or body.get("user") or None,
-                            id=uuid.uuid4().hex)
+                            id=f"{self._id_prefix}{next(self._ids):x}")
         released = False
 
         def finish() -> None:
@@ -481,7 +537,7 @@ class Router:
                                         code="no_capacity", headers={"retry-after": str(self.config.retry_after_s)}))
         finally:
             self.m_decision.observe(time.perf_counter() - started)
-        self.m_decisions.labels(decision.pod, decision.reason).inc()
+        _child(self._decisions_by, self.m_decisions, decision.pod, decision.reason).inc()
         rest = sorted((n for n in decision.scores if n != decision.pod), key=lambda n: -decision.scores[n])
         rest += [p.name for p in pods if p.name != decision.pod and p.name not in decision.scores]
         return [decision.pod, *rest], decision.prefill_pod
@@ -507,14 +563,13 @@ class Router:
         pbody.pop("stream_options", None)
         self.monitor.begin(pod)
         try:
-            response = await self.clients[pod].post(path, content=orjson.dumps(pbody),
-                                                     headers={"content-type": "application/json"})
-            if response.status_code != 200:
-                raise ValueError(f"prefill answered {response.status_code}")
-            params = orjson.loads(response.content).get("kv_transfer_params")
+            response = await self.clients[pod].post_json(path, orjson.dumps(pbody))
+            if response.status != 200:
+                raise ValueError(f"prefill answered {response.status}")
+            params = orjson.loads(response.body).get("kv_transfer_params")
         except Exception as exc:  # noqa: BLE001 - the decode pod then prefills itself
             log.warning("prefill on %s failed (%s); decoding aggregated", pod, exc)
-            self._failed(pod, "prefill", connect=isinstance(exc, httpx.ConnectError))
+            self._failed(pod, "prefill", connect=isinstance(exc, ConnectFailed))
             return body
         finally:
             self.monitor.end(pod)
@@ -527,7 +582,6 @@ class Router:
         if prefill is not None:
             body = await self._prefill(path, body, prefill)
         content = orjson.dumps(body)
-        headers = {"content-type": "application/json"}
         attempts = 0
         last: Response | None = None
         for name in order:
@@ -540,43 +594,36 @@ class Router:
                 self.m_retries.inc()
                 self.scheduler.record(sreq, pod)
             attempts += 1
-            client = self.clients[name]
             self.monitor.begin(name)
             handed_over = False
+            upstream: UpstreamResponse | None = None
             try:
                 try:
-                    upstream = await client.send(client.build_request("POST", path, content=content, headers=headers),
-                                                 stream=True)
-                except httpx.TransportError as exc:
-                    self._failed(name, type(exc).__name__, connect=isinstance(exc, httpx.ConnectError))
+                    upstream = await self.clients[name].post_json(path, content, stream=stream)
+                    if stream and upstream.status != 200:
+                        await upstream.read()  # an error answer to a streamed request: read it whole
+                except UpstreamError as exc:
+                    self._failed(name, type(exc).__name__, connect=isinstance(exc, ConnectFailed))
                     continue
-                if upstream.status_code >= 500:
-                    data = await _read_quietly(upstream)
+                if upstream.status >= 500:
                     self._failed(name, "http_5xx")
-                    last = Response(data, upstream.status_code, media_type=upstream.headers.get("content-type"))
+                    last = Response(upstream.body, upstream.status, media_type=upstream.content_type)
                     continue
-                if not stream or upstream.status_code != 200:
-                    try:
-                        data = await upstream.aread()
-                    except httpx.TransportError as exc:
-                        self._failed(name, type(exc).__name__)
-                        continue
-                    finally:
-                        await upstream.aclose()
+                if not stream or upstream.status != 200:
+                    data = upstream.body
                     self.breakers[name].success()
-                    if ckey is not None and upstream.status_code == 200:
+                    if ckey is not None and upstream.status == 200:
                         await self.cache.set(ckey, data)
-                    return Response(data, upstream.status_code, media_type=upstream.headers.get("content-type"),
+                    return Response(data, upstream.status, media_type=upstream.content_type,
                                     headers={POD_HEADER: name}), False
                 # Streaming: wait for the first bytes before committing, so a pod that dies before
                 # answering is still retried; after that the client owns the stream.
-                chunks = upstream.aiter_raw()
+                chunks = upstream.chunks()
                 try:
                     first = await chunks.__anext__()
                 except StopAsyncIteration:
                     first = b""
-                except httpx.TransportError as exc:
-                    await upstream.aclose()
+                except UpstreamError as exc:
                     self._failed(name, type(exc).__name__)
                     continue
                 self.breakers[name].success()
@@ -588,12 +635,14 @@ class Router:
             finally:
                 if not handed_over:
                     self.monitor.end(name)
+                    if upstream is not None:
+                        upstream.close()  # a no-op when its body is complete; else drops the connection
         if last is not None:
             return last, False
         return error_response(502, f"no engine answered after {attempts} attempt(s)", "upstream_error",
                               code="upstream_unavailable", headers={"retry-after": str(self.config.retry_after_s)}), False
 
-    async def _relay(self, name: str, upstream: httpx.Response, first: bytes, chunks: AsyncIterator[bytes],
+    async def _relay(self, name: str, upstream: UpstreamResponse, first: bytes, chunks: AsyncIterator[bytes],
                      finish: Callable[[], None]) -> AsyncIterator[bytes]:
         try:
             if first:
@@ -601,13 +650,13 @@ class Router:
             try:
                 async for chunk in chunks:
                     yield chunk
-            except httpx.TransportError as exc:
+            except UpstreamError as exc:
                 self._failed(name, type(exc).__name__)
                 error = {"error": {"message": f"the engine stopped mid-stream: {type(exc).__name__}",
                                    "type": "upstream_error", "param": None, "code": 502}}
                 yield b"data: " + orjson.dumps(error) + b"\n\n"
         finally:
-            await upstream.aclose()
+            upstream.close()  # a no-op once the body is complete; else the connection is dropped
             self.monitor.end(name)
             finish()
 
@@ -643,10 +692,9 @@ class Router:
         return Response(b"".join(results), media_type="application/jsonl")
 
 
-async def _read_quietly(response: httpx.Response) -> bytes:
-    try:
-        return await response.aread()
-    except httpx.HTTPError:
-        return b""
-    finally:
-        await response.aclose()
+def _child(cache: dict[tuple[Any, ...], Any], metric: Any, *values: Any) -> Any:
+    """``metric.labels(*values)``, memoised in ``cache`` (label values are few: pods, paths, codes)."""
+    child = cache.get(values)
+    if child is None:
+        child = cache[values] = metric.labels(*(str(v) for v in values))
+    return child

@@ -91,7 +91,8 @@ async def serve_async(
     await router.start()
     await router.monitor.start()
     server = uvicorn.Server(uvicorn.Config(router.app, host=host, port=port, log_level="warning", access_log=False,
-                                           lifespan="off", server_header=False, timeout_graceful_shutdown=2))
+                                           lifespan="off", server_header=False, timeout_graceful_shutdown=2,
+                                           proxy_headers=False))
     try:
         await server.serve()
     finally:
@@ -111,8 +112,15 @@ def serve(
     block_size: int = 16,
     **kwargs: object,
 ) -> None:
-    """Run router + scheduler + monitor (+ indexer) until SIGTERM/SIGINT."""
-    asyncio.run(serve_async(port, model, engines, config_path, api_keys, tokenizer_dir, block_size, **kwargs))  # type: ignore[arg-type]
+    """Run router + scheduler + monitor (+ indexer) until SIGTERM/SIGINT, on uvloop when installed."""
+    main_coro = serve_async(port, model, engines, config_path, api_keys, tokenizer_dir, block_size,
+                            **kwargs)  # type: ignore[arg-type]
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coro)
+    else:
+        uvloop.run(main_coro)  # the event loop in C: a large share of the router's per-request CPU
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -197,6 +197,48 @@ def test_parse_vllm_metrics() -> None:
     assert (pod.running, pod.waiting, pod.kv_usage, pod.block_size, pod.num_blocks) == (3, 2, 0.25, 32, 1024)
 
 
+
+TRICKY = """\
+# HELP vllm:num_requests_running Number of requests; vllm:num_requests_running{x="1"} 99 is not a sample.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="a, b {c} = d"} 2.0
+vllm:num_requests_running{engine="1",model_name="say \\"hi\\", then\\nleave"} 1e0
+vllm:num_requests_running_extra{engine="0"} 50
+vllm:num_requests_waiting 4 1700000000000
+vllm:num_requests_waiting{engine="1"} +Inf
+vllm:kv_cache_usage_perc{engine="0"} 2.5e-1
+vllm:kv_cache_usage_perc{engine="1"} NaN
+vllm:kv_cache_usage_perc{engine="2"} 1.25E-1
+vllm:cache_config_info{cache_dtype="a \\"b\\", c",block_size="16",num_gpu_blocks="2048.0",sliding_window="None"} 1.0
+"""
+
+
+def test_parse_vllm_metrics_tricky_lines() -> None:
+    values = parse_vllm_metrics(TRICKY)
+    # NaN and +Inf gauges say nothing about load and are skipped; the rest are summed over label sets.
+    assert values == {"running": 3, "waiting": 4, "kv_usage": 0.375, "block_size": 16, "num_blocks": 2048}
+    assert parse_vllm_metrics("vllm:cache_config_info{block_size=\"x\",num_gpu_blocks=\"None\"} 1\n") == {}
+    assert parse_vllm_metrics("") == {}
+
+
+def test_parse_vllm_metrics_agrees_with_the_prometheus_parser() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = TRICKY.replace("NaN", "0.5").replace("+Inf", "3")
+    expected: dict[str, float] = {}
+    names = {"vllm:num_requests_running": "running", "vllm:num_requests_waiting": "waiting",
+             "vllm:kv_cache_usage_perc": "kv_usage"}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                expected[names[sample.name]] = expected.get(names[sample.name], 0.0) + sample.value
+            elif sample.name == "vllm:cache_config_info":
+                assert sample.labels["cache_dtype"] == 'a "b", c'
+    values = parse_vllm_metrics(text)
+    assert values["running"] == expected["running"] and values["waiting"] == expected["waiting"]
+    assert values["kv_usage"] == pytest.approx(expected["kv_usage"])
+
+
 def test_parse_engine_specs() -> None:
     spec = parse_engine("http://127.0.0.1:8001/=tcp://127.0.0.1:5557")
     assert spec.url == "http://127.0.0.1:8001" and spec.zmq_endpoint == "tcp://127.0.0.1:5557"
@@ -233,7 +275,23 @@ async def test_monitor_scrapes_and_follows_health() -> None:
         return httpx.Response(200, text=METRICS)
 
     monitor = LoadMonitor([EngineSpec("http://a", name="a")], fail_threshold=2, on_down=downs.append, on_up=ups.append)
-    monitor._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    from serving.llmd.upstream import ConnectFailed
+    from serving.llmd.upstream import Response as UpstreamResponse
+
+    class FakePool:  # upstream.EnginePool's get() over the handler
+        async def get(self, path: str) -> UpstreamResponse:
+            try:
+                res = handler(httpx.Request("GET", "http://a" + path))
+            except httpx.ConnectError as exc:
+                raise ConnectFailed(str(exc)) from exc
+            answer = UpstreamResponse(res.status_code, dict(res.headers), None)
+            answer._chunks = [res.content]
+            return answer
+
+        async def close(self) -> None:
+            pass
+
+    monitor.clients = {"a": FakePool()}  # type: ignore[dict-item]
     assert not monitor.pods["a"].healthy  # joins only once it answers
     await monitor.scrape_once()
     pod = monitor.pods["a"]
@@ -252,7 +310,7 @@ async def test_monitor_scrapes_and_follows_health() -> None:
     assert pod.healthy and ups == ["a", "a"]
     monitor.mark_down("a")
     assert not pod.healthy
-    await monitor._client.aclose()
+    await monitor.stop()
 
 
 # -- shared (Redis) cache -----------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""The router's request path in process, with engines faked by ``httpx.MockTransport`` (no sockets):
+"""The router's request path in process, with engines faked by handlers that take an ``httpx.Request``
+and answer an ``httpx.Response`` (no sockets; ``FakePool`` stands in for ``upstream.EnginePool``):
 retries on 5xx and connection errors, the circuit breaker, P/D, the cache, flow control, auth."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -16,8 +17,55 @@ from serving.llmd.auth import KeyRing
 from serving.llmd.monitor import EngineSpec, LoadMonitor
 from serving.llmd.router import POD_HEADER, Router, RouterConfig
 from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
+from serving.llmd.upstream import ConnectFailed, Disconnected
+from serving.llmd.upstream import Response as UpstreamResponse
 
 Handler = Callable[[str, httpx.Request], Any]
+
+
+class FakeResponse(UpstreamResponse):
+    """An engine answer replayed from an ``httpx.Response``: whole (``body``) or streamed (``chunks``)."""
+
+    def __init__(self, res: httpx.Response, body: bytes | None) -> None:
+        super().__init__(res.status_code, {k.lower(): v for k, v in res.headers.items()}, None)
+        self.res = res
+        self.data = body
+
+    @property
+    def body(self) -> bytes:
+        return self.data or b""
+
+    async def read(self) -> bytes:
+        self.data = b"".join([c async for c in self.chunks()])
+        return self.data
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.res.aiter_raw():
+                yield chunk
+        except httpx.TransportError as exc:
+            raise Disconnected(str(exc)) from exc
+
+
+class FakePool:
+    """``EnginePool``'s interface over a handler; ``httpx.ConnectError`` becomes ``ConnectFailed``."""
+
+    def __init__(self, pod: str, handler: Handler) -> None:
+        self.pod, self.handler = pod, handler
+
+    async def post_json(self, path: str, body: bytes, stream: bool = False) -> UpstreamResponse:
+        req = httpx.Request("POST", f"http://{self.pod}{path}", content=body,
+                            headers={"content-type": "application/json"})
+        try:
+            res = self.handler(self.pod, req)
+        except httpx.ConnectError as exc:
+            raise ConnectFailed(str(exc)) from exc
+        if stream:
+            return FakeResponse(res, None)
+        return FakeResponse(res, await res.aread())
+
+    async def close(self) -> None:
+        pass
 
 
 def completion(pod: str, text: str = " ok", **extra: Any) -> httpx.Response:
@@ -36,10 +84,7 @@ def make_router(handler: Handler, pods: dict[str, str] | None = None, pd: bool =
     for pod in monitor.pods.values():
         pod.healthy = True
     router = Router(RouterConfig(model="m", **config), monitor, Scheduler(load_config(sched)), KeyRing(keys))
-    router.clients = {
-        n: httpx.AsyncClient(base_url=f"http://{n}", transport=httpx.MockTransport(lambda req, n=n: handler(n, req)))
-        for n in pods
-    }
+    router.clients = {n: FakePool(n, handler) for n in pods}  # type: ignore[misc]
     return router
 
 
@@ -234,3 +279,28 @@ async def test_no_healthy_pods_is_503(healthy: bool) -> None:
     async with asgi(router) as c:
         r = await c.post("/v1/completions", json=BODY)
     assert r.status_code == 503 and r.headers["retry-after"]
+
+
+async def test_engine_failing_mid_stream_ends_the_stream_with_an_error_event() -> None:
+    async def stream() -> Any:
+        yield b'data: {"i": 0}\n\n'
+        raise httpx.ReadError("engine died")
+
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream())
+
+    router = make_router(handler)
+    async with asgi(router) as c:
+        r = await c.post("/v1/completions", json={**BODY, "stream": True})
+    assert r.status_code == 200 and r.text.startswith('data: {"i": 0}')
+    assert "the engine stopped mid-stream: Disconnected" in r.text
+    assert sum(router.breakers[p].failures for p in router.breakers) == 1
+    assert all(p.in_flight == 0 for p in router.monitor.pods.values()) and router.flow.in_flight == 0
+
+
+async def test_other_methods_and_paths_still_go_through_starlette() -> None:
+    router = make_router(lambda pod, req: completion(pod))
+    async with asgi(router) as c:
+        assert (await c.get("/v1/completions")).status_code == 405
+        assert (await c.post("/v1/unknown", json=BODY)).status_code == 404
+        assert (await c.get("/health")).json()["status"] == "ok"
