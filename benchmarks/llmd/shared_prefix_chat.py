@@ -187,7 +187,7 @@ def run_one(router: str, engines: int, wl: Workload, args: argparse.Namespace, l
         sim = start_sim(procs, engines, num_blocks=args.num_blocks, max_running=args.max_running,
                         prefill_ms=args.prefill_ms, decode_ms=args.decode_ms)
         if router == "ours":
-            rp, url = start_ours(procs, sim)
+            rp, url = start_ours(procs, sim, extra=["--config", args.ours_config] if args.ours_config else ())
         else:
             rp, url = start_vllm_router(procs, sim, router)
         time.sleep(1.0)  # subscribers connected, first scrapes done
@@ -257,6 +257,7 @@ def main() -> None:
     ap.add_argument("--decode-ms", type=float, default=2.0, help="per output token")
     ap.add_argument("--concurrency", type=int, default=0, help="sessions in flight (default 2 per engine)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--ours-config", default=None, help="scheduler YAML for our router (default: built-in)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     routers = [r for r in args.routers.split(",") if r]

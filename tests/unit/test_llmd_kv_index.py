@@ -198,3 +198,40 @@ def test_many_pods_bitmask() -> None:
             index.add_pod(f"pod-{p}")
     scores = index.score_tokens(tokens)
     assert scores == {f"pod-{p}": p % 11 for p in range(130)}
+
+
+def test_block_size_learned_from_metrics_before_events_or_from_the_first_event() -> None:
+    index = KVIndex()
+    assert index.block_size is None and index.keys_for(list(range(64))) == []
+    assert index.learn_block_size(32)  # e.g. vllm:cache_config_info{block_size="32"}
+    assert index.block_size == 32 and len(index.keys_for(list(range(64)))) == 2
+    assert index.learn_block_size(32)
+    assert not index.learn_block_size(16) and index.stats.block_size_mismatch == 1
+    assert index.block_size == 32
+    # without metrics, the first BlockStored teaches it; events of another size are then ignored
+    index = KVIndex()
+    index.apply("p", BlockStored([1], None, list(range(4)), 4))
+    assert index.block_size == 4
+    index.apply("p", BlockStored([2], None, list(range(8)), 8))
+    assert index.stats.block_size_mismatch == 1 and index.pod_blocks("p") == 1
+
+
+def test_fast_ingest_matches_the_typed_path() -> None:
+    """``ingest`` (raw tuples, inlined one-block stores) builds the same index as decode_payload + apply_batch."""
+    payloads = []
+    for line in (RECORDING / "events.jsonl").read_text().splitlines():
+        payloads.append(base64.b64decode(json.loads(line)["payload_b64"]))
+    # plus one-block events in positional-array form, chained from the recording's first stored block
+    first = decode_payload(payloads[0]).events[0]
+    tail = list(range(100, 132))
+    payloads.append(msgpack.packb([1.0, [["BlockStored", [77], first.block_hashes[-1], tail, 32, None, "GPU"]], 0]))
+    fast, typed = KVIndex(), KVIndex()
+    for payload in payloads:
+        fast.ingest("pod", payload)
+        typed.apply_batch("pod", decode_payload(payload))
+    assert fast.stats == typed.stats and fast.stats.stored_blocks > 0
+    assert list(fast._keys.items()) == list(typed._keys.items())
+    assert fast._engine == typed._engine
+    _, ids = recorded_requests()
+    for t in ids:
+        assert fast.score_tokens(t) == typed.score_tokens(t)

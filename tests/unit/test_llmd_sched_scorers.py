@@ -137,3 +137,16 @@ def test_capacity_aware_uses_precise_prefix_scores_when_given():
     req = SchedRequest(token_count=320, prefix_scores={"empty": 20})
     scores = CapacityAwarePrefixScorer(tracker).score(req, [holder, empty])
     assert scores["empty"] == pytest.approx(1.0) and scores["holder"] == pytest.approx(0.5)
+
+
+def test_capacity_aware_overflow_weight_makes_thrashing_negative():
+    tracker, holder, empty = _capacity_fixture()
+    tracker.record(holder, list(range(100, 138)))  # holder's live set fills its cache
+    tracker.record(empty, list(range(200, 238)))  # so does the other pod's
+    follow_up = SchedRequest(approx_prefix_key=list(range(100, 120)) + [900, 901])
+    plain = CapacityAwarePrefixScorer(tracker).score(follow_up, [holder, empty])
+    weighted = CapacityAwarePrefixScorer(tracker, overflow_weight=2.0).score(follow_up, [holder, empty])
+    assert plain["empty"] == pytest.approx(0.0)  # a full miss that thrashes: floor 0 by default
+    assert weighted["empty"] == pytest.approx(-0.5)  # (1 - w) / 2
+    # the holder adds 2 blocks and evicts 2 live ones either way
+    assert plain["holder"] == pytest.approx(1 - 4 / 44) and weighted["holder"] == pytest.approx(1 - 6 / 44)

@@ -173,3 +173,55 @@ async def test_engine_admit_waits_and_cancel_frees_the_queue() -> None:
     assert engine.scheduler.num_waiting == 0
     engine.finish(second, 1)
     assert engine.scheduler.num_running == 0 and engine.cache.used_blocks == 0
+
+
+# --- vLLM's block hashes ------------------------------------------------------------------------
+
+def test_block_hashes_follow_vllm_sha256_pickle_chain() -> None:
+    import hashlib
+    import pickle
+
+    from serving.llmd.sim.hashing import VllmBlockHasher
+
+    def fn(obj: object) -> bytes:  # vLLM's sha256: SHA-256 over pickle, highest protocol
+        return hashlib.sha256(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).digest()
+
+    ids = toks(7, 9)
+    none_hash = fn("42")  # NONE_HASH = hash_fn(PYTHONHASHSEED)
+    d0 = fn((none_hash, tuple(ids[0:4]), None))
+    d1 = fn((d0, tuple(ids[4:8]), None))
+    hasher = VllmBlockHasher("sha256", seed="42")
+    assert hasher.digests(ids, BS) == [d0, d1]
+    # Events carry the low 64 bits of each digest (maybe_convert_block_hash).
+    assert hasher.hashes(ids, BS) == [int.from_bytes(d, "big") & (2**64 - 1) for d in (d0, d1)]
+
+
+def test_hash_seed_comes_from_pythonhashseed_else_random(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.llmd.sim.hashing import VllmBlockHasher
+
+    monkeypatch.setenv("PYTHONHASHSEED", "123")
+    assert VllmBlockHasher().hashes(toks(0, 8), BS) == VllmBlockHasher(seed="123").hashes(toks(0, 8), BS)
+    monkeypatch.delenv("PYTHONHASHSEED")
+    a, b = VllmBlockHasher(), VllmBlockHasher()
+    assert a.hashes(toks(0, 8), BS) != b.hashes(toks(0, 8), BS)  # per-process random NONE_HASH
+    # Engines follow the config's seed, so two engines sharing one agree (as vLLM with PYTHONHASHSEED).
+    e1 = Engine(EngineConfig(block_size=BS, hash_seed="9"))
+    e2 = Engine(EngineConfig(block_size=BS, hash_seed="9"))
+    assert e1.cache.hasher.hashes(toks(0, 8), BS) == e2.cache.hasher.hashes(toks(0, 8), BS)
+
+
+def test_sha256_cbor_uses_canonical_cbor() -> None:
+    import hashlib
+
+    from serving.llmd.sim.hashing import VllmBlockHasher, cbor_canonical
+
+    # (bytes b"\x01", (1, 24, 256), None): array(3), bstr(1), array(3) of uints, null.
+    assert cbor_canonical((b"\x01", (1, 24, 256), None)) == bytes.fromhex("834101830118181901" "00f6")
+    assert cbor_canonical("0") == b"\x610"
+    assert cbor_canonical((-1, -25, 2**32)) == bytes.fromhex("83203818" "1b0000000100000000")
+    hasher = VllmBlockHasher("sha256_cbor", seed="0")
+    none_hash = hashlib.sha256(b"\x610").digest()
+    expect = hashlib.sha256(cbor_canonical((none_hash, tuple(toks(0, 4)), None))).digest()
+    assert hasher.digests(toks(0, 4), BS) == [expect]
+    with pytest.raises(ValueError, match="unknown block hash algorithm"):
+        VllmBlockHasher("md5")

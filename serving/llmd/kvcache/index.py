@@ -9,6 +9,9 @@ Layout, chosen for speed in pure Python:
   parent is named by engine hash, so this map is how both are placed. It is bounded by the engine's own
   cache size (every block it stores it later removes), not by our LRU: a key evicted here keeps its
   mapping so that later children still chain correctly.
+
+Ingest: ``ingest``/``apply_events`` take ``events.decode_events`` tuples (the subscriber's path); ``apply``
+and ``apply_batch`` take the typed events. Both build the same index.
 """
 
 from __future__ import annotations
@@ -17,8 +20,18 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from serving.llmd.kvcache.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch, KVEvent
-from serving.llmd.kvcache.keys import block_keys, block_keys_from_bytes, root_key, token_bytes
+from serving.llmd.kvcache.events import (
+    REMOVED,
+    STORED,
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    EventBatch,
+    KVEvent,
+    RawEvent,
+    decode_events,
+)
+from serving.llmd.kvcache.keys import MASK64, block_keys, block_keys_from_tuple, check_token_ids, root_key
 
 
 @dataclass(slots=True)
@@ -120,15 +133,99 @@ class KVIndex:
         else:
             raise TypeError(f"not a KV event: {event!r}")
 
+    def learn_block_size(self, size: int) -> bool:
+        """Adopt the engines' block size before any event taught it, e.g. from the metrics route
+        (``vllm:cache_config_info{block_size=...}``, which the load monitor scrapes), so that prompts can
+        be scored, and routed to the right pod, before the first BlockStored arrives.
+
+        Returns whether ``size`` is (now) the index's block size; a different size than the one already
+        known is counted as a mismatch and ignored: keys of two block sizes never match each other.
+        """
+        if type(size) is not int or size <= 0:
+            raise ValueError(f"block size must be a positive int, got {size!r}")
+        if self.block_size is None:
+            self.block_size = size
+            return True
+        if size != self.block_size:
+            self.stats.block_size_mismatch += 1
+            return False
+        return True
+
     def root(self, lora_id: int | None = None) -> int:
         root = self._roots.get(lora_id)
         if root is None:
             root = self._roots[lora_id] = root_key(self.model, lora_id)
         return root
 
+    def apply_events(self, pod: str, events: Iterable[RawEvent]) -> None:
+        """Apply ``events.decode_events`` output: the ingest fast path (no event objects).
+
+        One-block BlockStored events (what an engine sends most, one per block as it fills) are applied
+        inline with the pod's state looked up once per message; everything else takes ``_store`` etc.
+        """
+        emap = self._engine.get(pod)
+        if emap is None:
+            self.add_pod(pod)
+            emap = self._engine[pod]
+        bit = 1 << self._ids[pod]
+        keys = self._keys
+        size = self.block_size
+        stored = 0
+        for ev in events:
+            kind = ev[0]
+            if kind == STORED:
+                hashes = ev[1]
+                parent_hash = ev[2]
+                if len(hashes) != 1 or ev[5] != size or (parent_hash is None and ev[6] is not None):
+                    self._store(pod, hashes, parent_hash, ev[4], ev[5], ev[6])
+                    size = self.block_size  # the first event may have taught it
+                    continue
+                if parent_hash is None:
+                    parent = self.root(None)
+                else:
+                    parent = emap.get(parent_hash)
+                    if parent is None:  # chain cannot be placed; guessing would corrupt the index
+                        self.stats.orphaned_blocks += 1
+                        continue
+                key = hash((parent, ev[4])) & MASK64  # keys.block_key, inlined
+                engine_hash = hashes[0]
+                old = emap.get(engine_hash)
+                if old is not None and old != key:  # engine reused a hash for other content
+                    self._unset(old, bit)
+                emap[engine_hash] = key
+                mask = keys.get(key)
+                if mask is None:
+                    keys[key] = bit
+                    if len(keys) > self.capacity:
+                        keys.popitem(last=False)
+                        self.stats.evicted_keys += 1
+                else:
+                    keys[key] = mask | bit
+                    keys.move_to_end(key)
+                stored += 1
+            elif kind == REMOVED:
+                self._remove(pod, ev[1])
+            else:
+                self.clear_pod(pod)
+                emap = self._engine[pod]  # clear_pod replaced it
+        if stored:
+            self.stats.stored_blocks += stored
+
+    def ingest(self, pod: str, payload: bytes) -> int:
+        """Decode one msgpack payload and apply it; returns the number of events. Raises
+        ``KVEventDecodeError`` (before changing anything) for a malformed payload."""
+        events = decode_events(payload)[1]
+        self.apply_events(pod, events)
+        return len(events)
+
     def _stored(self, pod: str, event: BlockStored) -> None:
+        tokens = tuple(event.token_ids)
+        check_token_ids(tokens)
+        self._store(pod, event.block_hashes, event.parent_block_hash, tokens, event.block_size, event.lora_id)
+
+    def _store(self, pod: str, hashes: list[int], parent_hash: int | None, tokens: tuple[int, ...], size: int,
+               lora_id: int | None) -> None:
         # The ingest hot path: every lookup is bound to a local once.
-        size = event.block_size
         if size != self.block_size:
             if self.block_size is not None:
                 self.stats.block_size_mismatch += 1
@@ -138,10 +235,8 @@ class KVIndex:
         if emap is None:
             self.add_pod(pod)
             emap = self._engine[pod]
-        hashes = event.block_hashes
-        parent_hash = event.parent_block_hash
         if parent_hash is None:
-            parent = self._roots.get(event.lora_id) or self.root(event.lora_id)
+            parent = self._roots.get(lora_id) or self.root(lora_id)
         else:
             parent = emap.get(parent_hash)
             if parent is None:  # chain cannot be placed; guessing would corrupt the index
@@ -149,14 +244,28 @@ class KVIndex:
                 return
         bit = 1 << self._ids[pod]
         keys = self._keys
-        data = event.token_bytes
-        if data is None:
-            data = token_bytes(event.token_ids)
-        new_keys = block_keys_from_bytes(data, size, parent)
-        get = keys.get
-        for engine_hash, key in zip(hashes, new_keys):
+        if len(hashes) == 1:  # the common event: one block, no loop
+            engine_hash = hashes[0]
+            key = hash((parent, tokens)) & MASK64  # keys.block_key, inlined
             old = emap.get(engine_hash)
             if old is not None and old != key:  # engine reused a hash for other content
+                self._unset(old, bit)
+            emap[engine_hash] = key
+            mask = keys.get(key)
+            if mask is None:
+                keys[key] = bit
+                if len(keys) > self.capacity:
+                    keys.popitem(last=False)
+                    self.stats.evicted_keys += 1
+            else:
+                keys[key] = mask | bit
+                keys.move_to_end(key)
+            self.stats.stored_blocks += 1
+            return
+        get = keys.get
+        for engine_hash, key in zip(hashes, block_keys_from_tuple(tokens, size, parent)):
+            old = emap.get(engine_hash)
+            if old is not None and old != key:
                 self._unset(old, bit)
             emap[engine_hash] = key
             mask = get(key)
@@ -173,13 +282,16 @@ class KVIndex:
             self.stats.evicted_keys += over
 
     def _removed(self, pod: str, event: BlockRemoved) -> None:
+        self._remove(pod, event.block_hashes)
+
+    def _remove(self, pod: str, hashes: list[int]) -> None:
         emap = self._engine.get(pod)
         pid = self._ids.get(pod)
         if emap is None or pid is None:
-            self.stats.unknown_removed += len(event.block_hashes)
+            self.stats.unknown_removed += len(hashes)
             return
         bit = 1 << pid
-        for engine_hash in event.block_hashes:
+        for engine_hash in hashes:
             key = emap.pop(engine_hash, None)
             if key is None:
                 self.stats.unknown_removed += 1

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import zmq
 import zmq.asyncio
 
-from serving.llmd.kvcache.events import KVEventDecodeError, decode_payload
+from serving.llmd.kvcache.events import KVEventDecodeError, decode_events
 from serving.llmd.kvcache.index import KVIndex
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,12 @@ class KVEventSubscriber:
 
     def _apply(self, stream: PodStream, payload: bytes) -> None:
         try:
-            batch = decode_payload(payload)
+            events = decode_events(payload)[1]
         except KVEventDecodeError as exc:
             stream.decode_errors += 1
             log.warning("KV events from %s: %s", stream.pod, exc)
             return
-        self.index.apply_batch(stream.pod, batch)
+        self.index.apply_events(stream.pod, events)
 
     async def _replay(self, stream: PodStream, start: int) -> None:
         """Fetch and apply the buffered batches from ``start`` on, in order."""

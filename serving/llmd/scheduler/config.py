@@ -52,6 +52,9 @@ class CapacityFilterParams(_Strict):
 class CapacityAwareParams(_Strict):
     kv_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
     fill: float = Field(default=0.9, gt=0.0, le=2.0)
+    # Weight of evicting live blocks against computing new ones; above 1 a placement that thrashes
+    # scores below 0, so load scorers alone cannot pull a request off its (full) prefix holder.
+    overflow_weight: float = Field(default=1.0, ge=1.0, le=4.0)
 
 
 class MaxScoreParams(_Strict):
@@ -80,7 +83,7 @@ SCORERS: dict[str, tuple[type[BaseModel], Factory]] = {
     "approx-prefix": (_NoParams, lambda p, c: S.ApproximatePrefixScorer(c.tracker)),
     "capacity-aware-prefix": (
         CapacityAwareParams,
-        lambda p, c: S.CapacityAwarePrefixScorer(c.tracker, p.kv_threshold, p.fill),
+        lambda p, c: S.CapacityAwarePrefixScorer(c.tracker, p.kv_threshold, p.fill, p.overflow_weight),
     ),
     "queue": (_NoParams, lambda p, c: S.QueueScorer()),
     "kv-utilization": (_NoParams, lambda p, c: S.KVUtilizationScorer()),

@@ -274,16 +274,20 @@ class CapacityAwarePrefixScorer:
     a few blocks still sticks to its pod. A pod whose KV usage is over ``kv_threshold`` (busy running,
     new work would preempt) scores 0 while another pod is under it, so load scorers spread the prefix.
 
-    score = 1 - cost / (2 * blocks): 1 full hit with room, 0.5 full miss with room, ~0 miss that thrashes.
+    score = 1 - (new + w * overflow) / (2 * blocks): 1 full hit with room, 0.5 full miss with room, and
+    (1 - w) / 2 for a miss that thrashes (0 with the default w = ``overflow_weight`` = 1; negative above,
+    which keeps a follow-up on its full prefix holder even when load scorers favour another full pod).
     """
 
     name = "capacity-aware-prefix"
     uses_tracker = True
 
-    def __init__(self, tracker: PodBlockTracker, kv_threshold: float = 0.9, fill: float = 0.9) -> None:
+    def __init__(self, tracker: PodBlockTracker, kv_threshold: float = 0.9, fill: float = 0.9,
+                 overflow_weight: float = 1.0) -> None:
         self.tracker = tracker
         self.kv_threshold = kv_threshold
         self.fill = fill
+        self.overflow_weight = overflow_weight
 
     def cost(self, request: SchedRequest, pod: PodState) -> tuple[int, int]:
         """(new blocks to compute, live blocks evicted) if ``request`` goes to ``pod``."""
@@ -309,5 +313,5 @@ class CapacityAwarePrefixScorer:
                 continue
             new, overflow = self.cost(request, pod)
             total = request_blocks(request, pod)
-            scores[pod.name] = max(0.0, 1.0 - (new + overflow) / (2.0 * total))
+            scores[pod.name] = 1.0 - (new + self.overflow_weight * overflow) / (2.0 * total)
         return scores

@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from serving.llmd.sim.engine import EngineConfig
 from serving.llmd.sim.events import KVEventPublisher, topic_for
+from serving.llmd.sim.hashing import HASH_ALGOS
 from serving.llmd.sim.server import EngineAddress, EngineApp
 from serving.llmd.sim.tokenize import load_tokenizer
 
@@ -39,6 +40,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decode-ms-per-token", type=float, default=5.0)
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--tokenizer", default=None, help="directory with tokenizer.json (default: a hash tokenizer)")
+    p.add_argument("--prefix-caching-hash-algo", choices=HASH_ALGOS, default="sha256",
+                   help="vLLM's block hash function (default sha256: SHA-256 over pickle)")
+    p.add_argument("--hash-seed", default=None,
+                   help="NONE_HASH seed as vLLM takes it from PYTHONHASHSEED (default: that variable; unset: "
+                        "random per engine, so nobody outside can recompute block hashes)")
     p.add_argument("--replay-buffer", type=int, default=10_000, help="event batches kept for replay")
     args = p.parse_args(argv)
     if args.engines < 1 or args.block_size < 1 or args.num_blocks < 1 or args.max_running < 1:
@@ -90,7 +96,8 @@ async def run(args: argparse.Namespace) -> None:
             publishers.append(publisher)
         config = EngineConfig(model=args.model, block_size=args.block_size, num_blocks=args.num_blocks,
                               max_running=args.max_running, prefill_ms_per_token=args.prefill_ms_per_token,
-                              decode_ms_per_token=args.decode_ms_per_token, max_model_len=args.max_model_len)
+                              decode_ms_per_token=args.decode_ms_per_token, max_model_len=args.max_model_len,
+                              hash_algo=args.prefix_caching_hash_algo, hash_seed=args.hash_seed)
         app = EngineApp(config, tokenizer, EngineAddress(args.host, port, pub_ep, replay_ep), publisher)
         # A fresh engine starts with an empty cache: say so, as vLLM does on a prefix-cache reset, so
         # an indexer that replays from seq 0 drops what it held for this address.

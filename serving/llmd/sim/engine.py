@@ -3,8 +3,9 @@
 No sockets here: the HTTP and ZMQ shells (``server.py``, ``events.py``) drive it, and the unit tests
 exercise every decision without a loop. The model follows vLLM v1 where it matters to a router:
 
-- Full blocks of ``block_size`` prompt tokens are keyed by a chained hash and stay cached after the
-  request ends; unreferenced cached blocks are evicted least-recently-freed first (vLLM's free queue,
+- Full blocks of ``block_size`` prompt tokens are keyed by vLLM's chained block hash (``hashing.py``:
+  sha256 over pickle or CBOR of (parent, tokens, extra_keys), ``NONE_HASH`` from PYTHONHASHSEED) and
+  stay cached after the request ends; unreferenced cached blocks are evicted least-recently-freed first (vLLM's free queue,
   a request's blocks freed tail first), and each eviction is a ``BlockRemoved`` event.
 - A prefix hit never covers the last prompt token (vLLM recomputes it to produce logits), and hits and
   queries are counted in tokens, as ``vllm:prefix_cache_{hits,queries}_total`` are.
@@ -16,34 +17,28 @@ exercise every decision without a loop. The model follows vLLM v1 where it matte
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from serving.llmd.sim.events import all_blocks_cleared, block_removed, block_stored
+from serving.llmd.sim.hashing import VllmBlockHasher
 
 EventSink = Callable[[list[dict[str, Any]]], None]
 
-# The engine's own block hash: a 64-bit blake2b chain. Deliberately unlike any router's key, so a
-# router that trusts engine hashes instead of computing its own keys fails visibly in tests.
-_ROOT = b"odh-sim\x00"  # 8-byte parent of the first block
+# Block hashes are vLLM's own (``hashing.py``): the KV events a router sees carry the same values a real
+# engine would send for the same tokens, seed and algorithm. Our indexer never relies on them (it keys
+# blocks by its own hash of the events' token_ids); they only have to match between events.
+# Fixed-seed hasher for callers without an engine (tests, the benchmark's ideal hit rate).
+DEFAULT_HASHER = VllmBlockHasher("sha256", seed="0", from_env=False)
 
 
-def block_hashes(token_ids: list[int], block_size: int) -> list[int]:
-    """Chained hashes of the full blocks of ``token_ids`` (a partial tail block has none)."""
-    out: list[int] = []
-    parent = _ROOT
-    for start in range(0, len(token_ids) - block_size + 1, block_size):
-        digest = hashlib.blake2b(
-            parent + array("q", token_ids[start : start + block_size]).tobytes(), digest_size=8
-        ).digest()
-        out.append(int.from_bytes(digest, "big"))
-        parent = digest
-    return out
+def block_hashes(token_ids: list[int], block_size: int, hasher: VllmBlockHasher | None = None) -> list[int]:
+    """Chained hashes of the full blocks of ``token_ids`` (a partial tail block has none), as vLLM's
+    KV events carry them (low 64 bits of each digest)."""
+    return (hasher or DEFAULT_HASHER).hashes(token_ids, block_size)
 
 
 @dataclass(frozen=True)
@@ -55,6 +50,8 @@ class EngineConfig:
     prefill_ms_per_token: float = 0.05
     decode_ms_per_token: float = 5.0
     max_model_len: int = 4096
+    hash_algo: str = "sha256"  # vLLM's --prefix-caching-hash-algo
+    hash_seed: str | None = None  # PYTHONHASHSEED; None: read the environment, else random (as vLLM)
 
     def prefill_seconds(self, uncached_tokens: int) -> float:
         """Time to first token once admitted: only uncached prompt tokens cost compute."""
@@ -83,9 +80,11 @@ class _Block:
 class KVCache:
     """``num_blocks`` blocks; hashed blocks outlive their request until evicted (LRU)."""
 
-    def __init__(self, num_blocks: int, block_size: int, sink: EventSink | None = None) -> None:
+    def __init__(self, num_blocks: int, block_size: int, sink: EventSink | None = None,
+                 hasher: VllmBlockHasher | None = None) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
+        self.hasher = hasher or DEFAULT_HASHER
         self._sink = sink
         self._blocks: dict[int, _Block] = {}
         self._free: OrderedDict[int, None] = OrderedDict()  # cached, unreferenced; oldest first
@@ -123,7 +122,7 @@ class KVCache:
         """Pin the request's blocks, evicting as needed; ``None`` when it does not fit now."""
         bs = self.block_size
         if hashes is None:
-            hashes = block_hashes(token_ids, bs)
+            hashes = self.hasher.hashes(token_ids, bs)
         hit = self.cached_prefix_blocks(hashes, len(token_ids))
         blocks = self._blocks
         reuse_free = sum(1 for h in hashes if h in self._free)
@@ -151,8 +150,8 @@ class KVCache:
         self._pinned += need
 
         events: list[dict[str, Any]] = []
-        if removed:
-            events.append(block_removed(removed))
+        # vLLM reports each evicted block as its own BlockRemoved (one hash each), before the stores.
+        events.extend(block_removed([h]) for h in removed)
         # One BlockStored per contiguous run of new blocks, each naming its parent (vLLM's shape).
         run_start = None
         for pos, i in enumerate(fresh + [-1]):
@@ -262,7 +261,7 @@ class Scheduler:
         """Queue ``req``; returns the requests admitted as a result (possibly including it)."""
         self.check(req)
         if not req.hashes:
-            req.hashes = block_hashes(req.prompt_ids, self.cache.block_size)
+            req.hashes = self.cache.hasher.hashes(req.prompt_ids, self.cache.block_size)
         self.waiting.append(req)
         return self.pump()
 
@@ -312,7 +311,8 @@ class Engine:
 
     def __init__(self, config: EngineConfig, sink: EventSink | None = None) -> None:
         self.config = config
-        self.cache = KVCache(config.num_blocks, config.block_size, sink)
+        self.cache = KVCache(config.num_blocks, config.block_size, sink,
+                             VllmBlockHasher(config.hash_algo, config.hash_seed))
         self.scheduler = Scheduler(config, self.cache)
         self.ttft_observer: Callable[[float], None] | None = None
 

@@ -94,8 +94,9 @@ class _Metrics:
         yield gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", s.num_waiting)
         yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", e.cache.usage())
         info = GaugeMetricFamily("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
-                                 labels=["block_size", "enable_prefix_caching", "num_gpu_blocks", *names])
-        info.add_metric([str(cfg.block_size), "True", str(cfg.num_blocks), *values], 1.0)
+                                 labels=["block_size", "enable_prefix_caching", "num_gpu_blocks",
+                                         "prefix_caching_hash_algo", *names])
+        info.add_metric([str(cfg.block_size), "True", str(cfg.num_blocks), cfg.hash_algo, *values], 1.0)
         yield info
         yield counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
                       c.prefix_queries)
