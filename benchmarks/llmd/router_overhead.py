@@ -119,8 +119,7 @@ def profile_ours(procs: Procs, sim, script: Path, args: argparse.Namespace) -> s
     url = f"http://127.0.0.1:{port}"
     wait_http(url, p, path="/v1/models")
     wrk(url, script, args.conns, args.seconds)
-    # SIGINT, not SIGTERM: uvicorn re-raises the signal it caught after shutdown, and only SIGINT's
-    # KeyboardInterrupt lets cProfile write its file.
+    # The router stops gracefully on SIGINT or SIGTERM and exits normally, which lets cProfile write its file.
     procs.stop(p, timeout=20, sig=signal.SIGINT)
     if prof.exists():
         st = pstats.Stats(str(prof))

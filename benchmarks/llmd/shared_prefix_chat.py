@@ -91,8 +91,9 @@ class Result:
     first_error: str = ""
 
 
-async def chat_turn(session: aiohttp.ClientSession, url: str, messages: list[dict], res: Result) -> str:
-    body = {"model": MODEL, "messages": messages, "max_tokens": 16, "stream": True}
+async def chat_turn(session: aiohttp.ClientSession, url: str, messages: list[dict], res: Result,
+                    extra: dict | None = None) -> str:
+    body = {"model": MODEL, "messages": messages, "max_tokens": 16, "stream": True, **(extra or {})}
     t0 = time.perf_counter()
     res.sent.append((t0, [dict(m) for m in messages]))
     text: list[str] = []
@@ -121,7 +122,8 @@ async def chat_turn(session: aiohttp.ClientSession, url: str, messages: list[dic
     return "".join(text)
 
 
-async def drive(url: str, wl: Workload, concurrency: int) -> tuple[Result, float]:
+async def drive(url: str, wl: Workload, concurrency: int, extra: dict | None = None) -> tuple[Result, float]:
+    """Run every session; ``extra`` is merged into each request body (e.g. vLLM's ``ignore_eos``)."""
     res = Result()
     queue = list(wl.sessions)
     conn = aiohttp.TCPConnector(limit=concurrency * 2)
@@ -135,7 +137,7 @@ async def drive(url: str, wl: Workload, concurrency: int) -> tuple[Result, float
                 for t in range(wl.turns):
                     messages.append({"role": "user", "content": wl.questions[(g, u, t)]})
                     try:
-                        answer = await chat_turn(session, url, messages, res)
+                        answer = await chat_turn(session, url, messages, res, extra)
                     except Exception as exc:  # noqa: BLE001 - counted and reported
                         res.errors += 1
                         res.first_error = res.first_error or repr(exc)

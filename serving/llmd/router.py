@@ -7,26 +7,31 @@ connection errors and 5xx (never once a response has started streaming to the cl
 breaker per pod, and vLLM's disaggregated prefill/decode flow when the decision names a prefill pod.
 
 ``Router(...).app`` is an ASGI app (completions and chat handled directly, the rest by a Starlette app);
-``serving.llmd.serve`` wires it to a monitor, an indexer and uvicorn. The hop to the engines goes through
+``serving.llmd.serve`` wires it to a monitor, an indexer and ``serving.llmd.http_server`` (which calls
+``Router.serve_http``). The hop to the engines goes through
 ``serving.llmd.upstream`` (a lean keep-alive HTTP/1.1 pool per engine).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -37,6 +42,7 @@ from serving.llmd.auth import ApiKey, KeyRing
 from serving.llmd.batch import BatchError, parse_batch, result_line
 from serving.llmd.breaker import CircuitBreaker
 from serving.llmd.cache import LRUCache, ResponseCache, cache_key
+from serving.llmd.http_server import AsgiBridge, HttpRequest, Writer
 from serving.llmd.kvcache.keys import block_keys
 from serving.llmd.monitor import LoadMonitor
 from serving.llmd.scheduler import (
@@ -59,6 +65,10 @@ log = logging.getLogger(__name__)
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
 POD_HEADER = "x-odh-pod"
+# Tokenized prompts remembered by text (the same prompt or chat often comes again: retries, evals, agents).
+# Small and only for short texts, so it stays a few MB; entries are shared and must not be mutated.
+_MEMO_ENTRIES = 256
+_MEMO_MAX_CHARS = 4096
 
 
 @dataclass(slots=True)
@@ -84,6 +94,25 @@ def error_response(status: int, message: str, kind: str = "invalid_request_error
     """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=dict(headers or {}))
+
+
+class _EngineReply(Response):
+    """An engine's whole answer as a Starlette ``Response``, with the same headers ``Response(body, status,
+    media_type=..., headers={POD_HEADER: pod})`` would have, built without its per-call normalisation."""
+
+    def __init__(self, body: bytes, status: int, content_type: str | None, pod: str) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        headers = [(b"x-odh-pod", pod.encode("latin-1"))]
+        if not (status < 200 or status in (204, 304)):
+            headers.append((b"content-length", b"%d" % len(body)))
+        if content_type is not None:
+            self.media_type = content_type
+            if content_type.startswith("text/") and "charset=" not in content_type.lower():
+                content_type += "; charset=utf-8"
+            headers.append((b"content-type", content_type.encode("latin-1")))
+        self.raw_headers = headers
 
 
 class _Disconnected(Exception):
@@ -188,6 +217,8 @@ class Router:
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
         self._ids = itertools.count(1)
         self._expiry_task: asyncio.Task[None] | None = None
+        # (path, prompt text or chat JSON, block size, index block size) -> (ids, router keys, index keys)
+        self._prompt_memo: OrderedDict[tuple[Any, ...], tuple[list[int], list[int], list[int] | None]] = OrderedDict()
         self._metrics()
         self.starlette = Starlette(routes=[
             Route(COMPLETIONS, self.completions, methods=["POST"]),
@@ -198,7 +229,8 @@ class Router:
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
         ])
-        self.app = self  # an object with an async __call__, which uvicorn recognises as ASGI 3
+        self.app = self  # an object with an async __call__: an ASGI 3 app (tests drive it so)
+        self._bridge = AsgiBridge(self.starlette)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -234,21 +266,17 @@ class Router:
     def _metrics(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.m_decision = Histogram("llmd_router_decision_seconds", "Scheduling decision latency", registry=r,
-                                    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1))
+        # Per-request series are plain counters (see _HotMetrics); the rarer ones stay prometheus_client's.
+        self.hot = _HotMetrics()
+        r.register(self.hot)
         self.m_cache_hits = Counter("llmd_router_cache_hits", "Response cache hits", registry=r)
         self.m_cache_misses = Counter("llmd_router_cache_misses", "Response cache misses (cacheable requests)",
                                       registry=r)
         self.m_retries = Counter("llmd_router_retries", "Requests re-sent to another pod", registry=r)
         self.m_upstream_errors = Counter("llmd_router_upstream_errors", "Failed attempts at an engine",
                                          ["pod", "kind"], registry=r)
-        self.m_requests = Counter("llmd_router_requests", "Answered requests", ["endpoint", "status"], registry=r)
         self.m_rejected = Counter("llmd_router_rejected", "Requests turned away by flow control", ["reason"],
                                   registry=r)
-        self.m_decisions = Counter("llmd_router_decisions", "Scheduling decisions", ["pod", "reason"], registry=r)
-        # Labelled children by label values: .labels() validates and locks on every call.
-        self._requests_by: dict[tuple[Any, ...], Any] = {}
-        self._decisions_by: dict[tuple[Any, ...], Any] = {}
         router = self
 
         class _Live:
@@ -353,20 +381,37 @@ class Router:
             return  # the client left before its body was in: nothing to answer
         await response(scope, receive, send)
 
-    async def _answer(self, path: str, body: Callable[[], Awaitable[bytes]], authorization: str | None,
+    async def serve_http(self, request: HttpRequest, out: Writer) -> None:
+        """The ``serving.llmd.http_server`` handler: completions and chat straight to ``_answer``, the
+        rest through the Starlette app (over a small ASGI bridge)."""
+        path = request.path
+        if request.method != "POST" or path not in (COMPLETIONS, CHAT):
+            await self._bridge(request, out)
+            return
+        authorization = priority = session = None
+        for name, value in request.headers:
+            if name == b"authorization":
+                authorization = authorization or value.decode("latin-1")
+            elif name == b"x-priority":
+                priority = priority or value.decode("latin-1")
+            elif name == b"x-session-id":
+                session = session or value.decode("latin-1")
+        await out.reply(await self._answer(path, request.body, authorization, priority, session))
+
+    async def _answer(self, path: str, body: bytes | Callable[[], Awaitable[bytes]], authorization: str | None,
                       priority: str | None, session: str | None) -> Response:
         key = self.keys.check(authorization)
         if key is None:
             response = self._unauthorized()
         else:
-            raw = await body()
+            raw = body if isinstance(body, bytes) else await body()
             try:
                 parsed = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 response = error_response(400, f"The request body is not valid JSON: {exc}")
             else:
                 response = await self.handle(path, parsed, key, priority, session)
-        _child(self._requests_by, self.m_requests, path, response.status_code).inc()
+        self.hot.request(path, response.status_code)
         return response
 
     async def handle(self, path: str, body: Any, key: ApiKey, priority: str | None = None,
@@ -419,6 +464,7 @@ class Router:
     # -- analysis ------------------------------------------------------------------------------
     def _analyze(self, path: str, body: Mapping[str, Any]) -> _Analysis:
         ids: list[int] | None = None
+        memo_key: tuple[Any, ...] | None = None
         if path == COMPLETIONS:
             prompt = body.get("prompt")
             if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
@@ -426,19 +472,40 @@ class Router:
         if ids is None and self.tokenizer is not None:
             try:
                 if path == CHAT:
+                    source: Any = orjson.dumps(body["messages"])
+                else:
+                    source = prompt_text(path, body)
+                block_size = self._block_size()
+                index_block = self.index.block_size if self.index is not None else None
+                if len(source) <= _MEMO_MAX_CHARS:
+                    memo_key = (path, source, block_size, index_block)
+                    hit = self._prompt_memo.get(memo_key)
+                    if hit is not None:
+                        self._prompt_memo.move_to_end(memo_key)
+                        known_ids, known_approx, known_index_keys = hit
+                        known_scores = self.index.score(known_index_keys) if known_index_keys is not None else {}
+                        return _Analysis(known_ids, len(known_ids), known_approx, known_scores)
+                if path == CHAT:
                     ids = self.tokenizer.encode_chat(body["messages"])
                 else:
-                    text = prompt_text(path, body)
-                    ids = self.tokenizer.encode_prompt(text) if text else None
+                    ids = self.tokenizer.encode_prompt(source) if source else None
             except Exception as exc:  # noqa: BLE001 - the engine gives the authoritative error
                 log.debug("tokenization failed, using approximate keys: %s", exc)
                 ids = None
+                memo_key = None
         block_size = self._block_size()
         if ids is not None:
             scores: dict[str, int] = {}
+            index_keys: list[int] | None = None  # None: no index to score against
             if self.index is not None and self.index.block_size:
-                scores = self.index.score(self.index.keys_for(ids))
-            return _Analysis(ids, len(ids), block_keys(ids, block_size), scores)
+                index_keys = self.index.keys_for(ids)
+                scores = self.index.score(index_keys)
+            approx = block_keys(ids, block_size)
+            if memo_key is not None:
+                self._prompt_memo[memo_key] = (ids, approx, index_keys)
+                if len(self._prompt_memo) > _MEMO_ENTRIES:
+                    self._prompt_memo.popitem(last=False)
+            return _Analysis(ids, len(ids), approx, scores)
         # No tokenizer: key on the UTF-8 bytes, about four to a token.
         data = prompt_text(path, body).encode()
         # TODO(llmd): precise prefix scores need token ids; without --tokenizer only the approximate
@@ -536,8 +603,8 @@ class Router:
             raise _Abort(error_response(429, f"every engine is at capacity: {exc}", "rate_limit_error",
                                         code="no_capacity", headers={"retry-after": str(self.config.retry_after_s)}))
         finally:
-            self.m_decision.observe(time.perf_counter() - started)
-        _child(self._decisions_by, self.m_decisions, decision.pod, decision.reason).inc()
+            self.hot.decided(time.perf_counter() - started)
+        self.hot.decision(decision.pod, decision.reason)
         rest = sorted((n for n in decision.scores if n != decision.pod), key=lambda n: -decision.scores[n])
         rest += [p.name for p in pods if p.name != decision.pod and p.name not in decision.scores]
         return [decision.pod, *rest], decision.prefill_pod
@@ -614,8 +681,7 @@ class Router:
                     self.breakers[name].success()
                     if ckey is not None and upstream.status == 200:
                         await self.cache.set(ckey, data)
-                    return Response(data, upstream.status, media_type=upstream.content_type,
-                                    headers={POD_HEADER: name}), False
+                    return _EngineReply(data, upstream.status, upstream.content_type, name), False
                 # Streaming: wait for the first bytes before committing, so a pod that dies before
                 # answering is still retried; after that the client owns the stream.
                 chunks = upstream.chunks()
@@ -688,13 +754,47 @@ class Router:
             return result_line(line.custom_id, response.status_code, parsed)
 
         results = await asyncio.gather(*(run(line) for line in lines))
-        self.m_requests.labels("/v1/batches", "200").inc()
+        self.hot.request("/v1/batches", 200)
         return Response(b"".join(results), media_type="application/jsonl")
 
 
-def _child(cache: dict[tuple[Any, ...], Any], metric: Any, *values: Any) -> Any:
-    """``metric.labels(*values)``, memoised in ``cache`` (label values are few: pods, paths, codes)."""
-    child = cache.get(values)
-    if child is None:
-        child = cache[values] = metric.labels(*(str(v) for v in values))
-    return child
+class _HotMetrics(Collector):
+    """The series touched by every request, as plain ints: prometheus_client locks on each increment and
+    validates labels on each ``labels()``; the router runs on one thread, so neither is needed. Rendered
+    with the same names, labels and buckets as the Counter/Histogram they replace."""
+
+    BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.decisions: dict[tuple[str, str], int] = {}
+        self.decision_counts = [0] * (len(self.BUCKETS) + 1)  # the last one: above every bucket
+        self.decision_sum = 0.0
+
+    def request(self, endpoint: str, status: int) -> None:
+        key = (endpoint, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def decision(self, pod: str, reason: str) -> None:
+        key = (pod, reason)
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+
+    def decided(self, seconds: float) -> None:
+        self.decision_sum += seconds
+        self.decision_counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1  # buckets are "<= le"
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily("llmd_router_requests", "Answered requests", labels=["endpoint", "status"])
+        for (endpoint, status), n in list(self.requests.items()):
+            requests.add_metric([endpoint, str(status)], n)
+        yield requests
+        decisions = CounterMetricFamily("llmd_router_decisions", "Scheduling decisions", labels=["pod", "reason"])
+        for (pod, reason), n in list(self.decisions.items()):
+            decisions.add_metric([pod, reason], n)
+        yield decisions
+        buckets, total = [], 0
+        for le, n in zip((*self.BUCKETS, float("inf")), self.decision_counts):
+            total += n
+            buckets.append((floatToGoString(le), total))
+        yield HistogramMetricFamily("llmd_router_decision_seconds", "Scheduling decision latency", buckets=buckets,
+                                    sum_value=self.decision_sum)

@@ -11,13 +11,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import uvicorn
-
 from serving.llmd.auth import KeyRing
+from serving.llmd.http_server import HttpServer
 from serving.llmd.monitor import EngineSpec, LoadMonitor, parse_engine
 from serving.llmd.router import Router, RouterConfig
 from serving.llmd.scheduler import Scheduler, load_config
@@ -25,6 +25,8 @@ from serving.llmd.scheduler import Scheduler, load_config
 log = logging.getLogger(__name__)
 
 __all__ = ["EngineSpec", "build", "main", "parse_engine", "serve"]
+
+SHUTDOWN_GRACE_S = 2.0  # what uvicorn's timeout_graceful_shutdown was
 
 
 def build(
@@ -90,12 +92,18 @@ async def serve_async(
                 await subscriber.add_pod(engine.pod, engine.zmq_endpoint, engine.replay_endpoint)
     await router.start()
     await router.monitor.start()
-    server = uvicorn.Server(uvicorn.Config(router.app, host=host, port=port, log_level="warning", access_log=False,
-                                           lifespan="off", server_header=False, timeout_graceful_shutdown=2,
-                                           proxy_headers=False))
+    server = HttpServer(router.serve_http)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await server.serve()
+        await server.start(host, port)
+        await stop.wait()
+        await server.stop(grace=SHUTDOWN_GRACE_S)  # in-flight requests finish first, within the grace period
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await router.monitor.stop()
         await router.stop()
         if subscriber is not None:

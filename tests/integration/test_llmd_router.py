@@ -213,3 +213,28 @@ def test_precise_prefix_routing_from_kv_events() -> None:
                                json={"model": MODEL, "prompt": f"{warm} {prefix} question {i}", "max_tokens": 2})
                 assert r.status_code == 200, r.text
                 assert r.headers["x-odh-pod"] == f"127.0.0.1:{port}"
+
+
+def test_sigterm_lets_in_flight_streams_finish() -> None:
+    """SIGTERM: the router stops accepting, the stream in flight runs to its end, and the process exits 0."""
+    port, router_port = free_port(), free_port()
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(running(python_module(
+            "serving.llmd.sim", "--model", MODEL, "--engines", "1", "--base-port", str(port),
+            "--decode-ms-per-token", "2", "--max-model-len", str(MAX_LEN))))
+        wait_http(f"http://127.0.0.1:{port}/health", proc=engine)
+        router = stack.enter_context(running(python_module(
+            "serving.llmd.serve", "--port", str(router_port), "--model", MODEL,
+            "--engine", f"http://127.0.0.1:{port}")))
+        base = f"http://127.0.0.1:{router_port}"
+        wait_http(base + "/ready", proc=router)
+        events = []
+        with httpx.stream("POST", base + "/v1/completions", timeout=20,
+                          json={"model": MODEL, "prompt": "p", "max_tokens": 200, "stream": True}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line)
+                    if len(events) == 1:
+                        os.kill(router.pid, signal.SIGTERM)
+        assert events[-1] == "data: [DONE]" and len(events) == 201  # 200 tokens, then [DONE]
+        assert router.wait(timeout=5) == 0

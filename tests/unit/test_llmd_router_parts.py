@@ -344,3 +344,36 @@ async def test_response_cache_uses_redis_and_survives_its_outage() -> None:
     assert await two.get("other") is None and two.redis_errors == 1
     await one.set("k2", b"w")
     assert await one.get("k2") == b"w" and one.redis_errors == 1
+
+
+def test_tokenized_prompts_are_memoised_by_text() -> None:
+    from serving.llmd.monitor import EngineSpec, LoadMonitor
+    from serving.llmd.router import CHAT, COMPLETIONS, Router, RouterConfig
+    from serving.llmd.scheduler import Scheduler, load_config
+
+    class Counting:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def encode_prompt(self, text: str) -> list[int]:
+            self.calls += 1
+            return [len(w) for w in text.split()]
+
+        def encode_chat(self, messages: list[dict]) -> list[int]:
+            self.calls += 1
+            return [len(m["content"]) for m in messages]
+
+    tok = Counting()
+    router = Router(RouterConfig(model="m", block_size=2), LoadMonitor([EngineSpec("http://a", name="a")]),
+                    Scheduler(load_config(None)), tokenizer=tok)
+    first = router._analyze(COMPLETIONS, {"prompt": "a bb ccc dddd"})
+    again = router._analyze(COMPLETIONS, {"prompt": "a bb ccc dddd"})
+    other = router._analyze(COMPLETIONS, {"prompt": "a bb"})
+    assert tok.calls == 2 and again.token_ids == first.token_ids == [1, 2, 3, 4]
+    assert again.approx_keys == first.approx_keys and len(first.approx_keys) == 2 and other.token_count == 2
+    chat = [{"role": "user", "content": "hey"}]
+    assert router._analyze(CHAT, {"messages": chat}).token_ids == router._analyze(CHAT, {"messages": chat}).token_ids
+    assert tok.calls == 3
+    router._analyze(COMPLETIONS, {"prompt": "x " * 5000})  # long texts are not remembered
+    router._analyze(COMPLETIONS, {"prompt": "x " * 5000})
+    assert tok.calls == 5

@@ -1,0 +1,109 @@
+"""The router behind its own HTTP server (``Router.serve_http``), over real sockets to a slow streaming
+engine: a client that leaves mid-stream closes the engine request and frees the router's slots."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import yaml
+
+from serving.llmd.auth import KeyRing
+from serving.llmd.http_server import HttpServer
+from serving.llmd.monitor import EngineSpec, LoadMonitor
+from serving.llmd.router import Router, RouterConfig
+from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
+from serving.llmd.upstream import EnginePool
+
+
+class StreamingEngine:
+    """Answers any POST with an SSE stream of 200 events, one every 10 ms; notes when its client leaves."""
+
+    def __init__(self) -> None:
+        self.left = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        body = orjson.loads(await reader.readexactly(length))
+        if not body.get("stream"):
+            data = orjson.dumps({"choices": [{"text": "x"}]})
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(data), data))
+            await writer.drain()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        try:
+            for i in range(200):
+                event = b"data: {\"i\": %d}\n\n" % i
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(0.01)  # once the router drops the connection, a write here fails
+        except (ConnectionError, OSError):
+            self.left.set()
+            return
+        writer.write(b"0\r\n\r\n")
+
+    async def __aenter__(self) -> StreamingEngine:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[tuple[Router, HttpServer, StreamingEngine]]:
+    async with StreamingEngine() as engine:
+        name = f"127.0.0.1:{engine.port}"
+        monitor = LoadMonitor([EngineSpec(f"http://{name}", name=name)])
+        for pod in monitor.pods.values():
+            pod.healthy = True
+        router = Router(RouterConfig(model="m"), monitor, Scheduler(load_config(yaml.safe_load(
+            DEFAULT_CONFIG_PATH.read_text()))), KeyRing(()))
+        await router.start()
+        router.clients = {name: EnginePool(f"http://{name}")}
+        server = HttpServer(router.serve_http)
+        await server.start("127.0.0.1", 0)
+        yield router, server, engine
+        await server.stop(grace=0.5)
+        await router.stop()
+
+
+async def test_client_leaving_mid_stream_closes_the_engine_request(
+        stack: tuple[Router, HttpServer, StreamingEngine]) -> None:
+    router, server, engine = stack
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = orjson.dumps({"model": "m", "prompt": "hi", "max_tokens": 200, "stream": True})
+    writer.write(b"POST /v1/completions HTTP/1.1\r\nhost: r\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    await asyncio.wait_for(reader.readuntil(b"\n\n\r\n"), 5)  # the first event
+    assert router.flow.in_flight == 1
+    writer.close()
+    await asyncio.wait_for(engine.left.wait(), 5)  # the router dropped its engine connection
+    assert router.flow.in_flight == 0
+    assert all(p.in_flight == 0 for p in router.monitor.pods.values())
+
+
+async def test_plain_completion_and_other_paths(stack: tuple[Router, HttpServer, StreamingEngine]) -> None:
+    _, server, _ = stack
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = orjson.dumps({"model": "m", "prompt": "hi", "max_tokens": 2})
+    writer.write(b"POST /v1/completions HTTP/1.1\r\nhost: r\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    data = await asyncio.wait_for(reader.readuntil(b'"x"}]}'), 5)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"x-odh-pod: 127.0.0.1:" in data
+    writer.write(b"GET /health HTTP/1.1\r\nhost: r\r\n\r\n")  # through the ASGI bridge, same connection
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length"))
+    assert orjson.loads(await reader.readexactly(length))["status"] == "ok"
+    writer.close()
