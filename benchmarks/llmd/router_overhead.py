@@ -45,6 +45,15 @@ LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model": "%s", "prompt": "hello there world", "max_tokens": 4}'
+local distinct = DISTINCT
+local counter = 0
+if distinct then
+  request = function()
+    counter = counter + 1
+    return wrk.format(nil, nil, nil, string.format(
+      '{"model": "%s", "prompt": "hello there world number %%d", "max_tokens": 4}', counter))
+  end
+end
 local errors = 0
 response = function(status, headers, body)
   if status ~= 200 then errors = errors + 1 end
@@ -56,7 +65,7 @@ done = function(summary, latency, requests)
     latency:percentile(90), latency:percentile(99), latency.mean, summary.errors.status,
     summary.errors.connect, summary.errors.read, summary.errors.timeout))
 end
-""" % MODEL
+""" % (MODEL, MODEL)
 
 
 def wrk(url: str, script: Path, conns: int, seconds: float, watch: dict[str, int] | None = None) -> dict:
@@ -181,6 +190,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="repeat the router pair (alternating) this many times")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-only", action="store_true", help="skip the measurements, only profile ours")
+    ap.add_argument("--distinct-prompts", action="store_true",
+                    help="a different prompt on every request (defeats the router's tokenization memo, as real traffic does)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -188,7 +199,7 @@ def main() -> None:
     print(f"load before: {machine_load()}; busy: {busy_processes() or 'none'}", flush=True)
     logdir = Path(tempfile.mkdtemp(prefix="llmd-overhead-"))
     script = logdir / "post.lua"
-    script.write_text(LUA)
+    script.write_text(LUA.replace("DISTINCT", "true" if args.distinct_prompts else "false"))
     rows: list[dict] = []
     directs: list[dict] = []
     profile = ""
