@@ -13,8 +13,9 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.llmd.auth import KeyRing
 from serving.llmd.http_server import HttpServer
@@ -23,6 +24,9 @@ from serving.llmd.router import Router, RouterConfig
 from serving.llmd.scheduler import Scheduler, load_config
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from serving.llmd.kvcache.index import KVIndex as KVIndexLike
 
 __all__ = ["EngineSpec", "build", "main", "parse_engine", "serve"]
 
@@ -64,7 +68,24 @@ def build(
     monitor.on_down = router.pod_down
     monitor.on_up = router.pod_up
     monitor.on_scrape = router.pump
+    if index is not None:
+        monitor.on_scrape = _learning_block_size(index, monitor, router.pump)
     return router, index
+
+
+def _learning_block_size(index: KVIndexLike, monitor: LoadMonitor, then: Callable[[], object]) -> Callable[[], None]:
+    """After each scrape: until KV events have taught the index its block size, take it from the engines'
+    ``vllm:cache_config_info`` (a pod that reported it has ``num_blocks``), so the first prompts are keyed
+    right; then ``then()``."""
+
+    def on_scrape() -> None:
+        if index.block_size is None:
+            sizes = {p.block_size for p in monitor.pods.values() if p.num_blocks > 0}
+            if len(sizes) == 1:
+                index.learn_block_size(sizes.pop())
+        then()
+
+    return on_scrape
 
 
 async def serve_async(

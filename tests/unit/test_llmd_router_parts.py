@@ -377,3 +377,21 @@ def test_tokenized_prompts_are_memoised_by_text() -> None:
     router._analyze(COMPLETIONS, {"prompt": "x " * 5000})  # long texts are not remembered
     router._analyze(COMPLETIONS, {"prompt": "x " * 5000})
     assert tok.calls == 5
+
+
+def test_the_index_learns_the_block_size_from_the_engines_metrics_before_any_event() -> None:
+    from serving.llmd.monitor import EngineSpec
+    from serving.llmd.serve import build
+
+    router, index = build("tiny", [EngineSpec("http://127.0.0.1:1", "tcp://127.0.0.1:2"),
+                                   EngineSpec("http://127.0.0.1:3", "tcp://127.0.0.1:4")])
+    assert index is not None and index.block_size is None
+    pods = list(router.monitor.pods.values())
+    router.monitor.on_scrape()
+    assert index.block_size is None  # nobody reported vllm:cache_config_info yet
+    apply_metrics(pods[0], {"block_size": 32, "num_blocks": 96})
+    router.monitor.on_scrape()
+    assert index.block_size == 32
+    apply_metrics(pods[1], {"block_size": 64, "num_blocks": 96})
+    router.monitor.on_scrape()
+    assert index.block_size == 32  # learned once; a later disagreement never re-keys the index
