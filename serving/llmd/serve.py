@@ -26,7 +26,7 @@ from serving.llmd.scheduler import Scheduler, load_config
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from serving.llmd.kvcache.index import KVIndex as KVIndexLike
+    from serving.llmd.kvcache.index import KVIndex
 
 __all__ = ["EngineSpec", "build", "main", "parse_engine", "serve"]
 
@@ -73,7 +73,7 @@ def build(
     return router, index
 
 
-def _learning_block_size(index: KVIndexLike, monitor: LoadMonitor, then: Callable[[], object]) -> Callable[[], None]:
+def _learning_block_size(index: KVIndex, monitor: LoadMonitor, then: Callable[[], object]) -> Callable[[], None]:
     """After each scrape: until KV events have taught the index its block size, take it from the engines'
     ``vllm:cache_config_info`` (a pod that reported it has ``num_blocks``), so the first prompts are keyed
     right; then ``then()``."""
