@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from serving.errors import PlatformError
+from serving.kserve.reconcile.llmd import RUNTIME_ENV_ANNOTATION
 
 MODEL_MOUNT = "/mnt/models"
 STORAGE_INITIALIZER = "storage-initializer"
 DEFAULT_READINESS_PATH = "/v2/health/ready"
-from serving.kserve.reconcile.llmd import RUNTIME_ENV_ANNOTATION  # noqa: E402 - the reconciler names it
-POD_IP = "127.0.0.1"
+POD_IP = "127.0.0.1"  # what status.podIP reads for every local pod
 _PORT_FLAG = re.compile(r"^(--?[\w-]*port[\w-]*=)(\d+)$", re.IGNORECASE)
 _SPLIT_PORT_FLAG = re.compile(r"^--?[\w-]*port$", re.IGNORECASE)
 # A port after a host inside a larger string: ZMQ endpoints, URLs, "kv@host:port@model" topics.
