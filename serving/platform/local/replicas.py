@@ -161,10 +161,13 @@ class Replica:
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
-        if not exited.done():  # probing gave up on a live process: replace it
+        replaced = not exited.done()
+        if replaced:  # probing gave up on a live process: replace it (the probe's message says why)
             await self._terminate()
         code = await exited
-        if not self._stopping:
+        if replaced and not self._stopping:
+            log.warning("replica %s: %s; replaced", self.name, self.message)
+        elif not self._stopping:
             tail = _tail(log_path)
             self.message = f"process exited with code {code}" + (f": {tail}" if tail else "")
             log.warning("replica %s: %s", self.name, self.message)
