@@ -61,11 +61,7 @@ def inference_service(
         predictor["scaleMetric"] = policy.scale_metric
     if policy.scale_target:
         predictor["scaleTarget"] = policy.scale_target
-    labels = {}
-    if model_name:
-        labels[MODEL_NAME_LABEL] = model_name
-    if model_version:
-        labels[MODEL_VERSION_LABEL] = model_version
+    labels = _version_labels(model_name, model_version)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -106,17 +102,23 @@ def llm_inference_service(
         if policy.engine_env:
             main["env"] = [{"name": k, "value": v} for k, v in sorted(policy.engine_env.items())]
         spec["template"] = {"containers": [main]}
-    labels = {}
-    if model_name:
-        labels[MODEL_NAME_LABEL] = model_name
-    if model_version:
-        labels[MODEL_VERSION_LABEL] = model_version
+    labels = _version_labels(model_name, model_version)
     return {
         "apiVersion": "serving.kserve.io/v1alpha2",
         "kind": "LLMInferenceService",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": spec,
     }
+
+
+def _version_labels(model_name: str | None, model_version: str | None) -> dict[str, str]:
+    """The registry name and version a deployment serves, as labels (only those known)."""
+    labels = {}
+    if model_name:
+        labels[MODEL_NAME_LABEL] = model_name
+    if model_version:
+        labels[MODEL_VERSION_LABEL] = model_version
+    return labels
 
 
 def detect_format(files: list[str]) -> str:

@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -356,14 +356,7 @@ class Router:
             await self.starlette(scope, receive, send)
             return
         path = scope["path"]
-        authorization = priority = session = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = authorization or value.decode("latin-1")
-            elif name == b"x-priority":
-                priority = priority or value.decode("latin-1")
-            elif name == b"x-session-id":
-                session = session or value.decode("latin-1")
+        authorization, priority, session = _routing_headers(scope["headers"])
 
         async def body() -> bytes:
             parts = []
@@ -388,14 +381,7 @@ class Router:
         if request.method != "POST" or path not in (COMPLETIONS, CHAT):
             await self._bridge(request, out)
             return
-        authorization = priority = session = None
-        for name, value in request.headers:
-            if name == b"authorization":
-                authorization = authorization or value.decode("latin-1")
-            elif name == b"x-priority":
-                priority = priority or value.decode("latin-1")
-            elif name == b"x-session-id":
-                session = session or value.decode("latin-1")
+        authorization, priority, session = _routing_headers(request.headers)
         await out.reply(await self._answer(path, request.body, authorization, priority, session))
 
     async def _answer(self, path: str, body: bytes | Callable[[], Awaitable[bytes]], authorization: str | None,
@@ -798,3 +784,16 @@ class _HotMetrics(Collector):
             buckets.append((floatToGoString(le), total))
         yield HistogramMetricFamily("llmd_router_decision_seconds", "Scheduling decision latency", buckets=buckets,
                                     sum_value=self.decision_sum)
+
+
+def _routing_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None, str | None]:
+    """``(authorization, x-priority, x-session-id)`` from raw header pairs (names lower-case); the first of each wins."""
+    authorization = priority = session = None
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = authorization or value.decode("latin-1")
+        elif name == b"x-priority":
+            priority = priority or value.decode("latin-1")
+        elif name == b"x-session-id":
+            session = session or value.decode("latin-1")
+    return authorization, priority, session

@@ -118,13 +118,7 @@ def _engines(deployment: str, namespace: str, spec: dict[str, Any], replicas: in
     annotations = {} if user.get("command") else {RUNTIME_ENV_ANNOTATION: config.runtime_env}
     pod = {
         "metadata": {"labels": dict(labels), "annotations": annotations},
-        "spec": {
-            "initContainers": [{"name": "storage-initializer", "image": config.storage_initializer_image,
-                                "args": [spec["model"]["uri"], MODEL_DIR],
-                                "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}]}],
-            "containers": [container],
-            "volumes": [{"name": "model-cache", "emptyDir": {}}],
-        },
+        "spec": _with_model(container, spec["model"]["uri"], config),
     }
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": _meta(deployment, namespace, owner, labels=dict(labels)),
@@ -150,17 +144,22 @@ def _router(name: str, namespace: str, spec: dict[str, Any], workload: dict[str,
     }
     # The platform turns the pods this selector matches into the router's --engine flags.
     annotations = {ENGINE_SELECTOR_ANNOTATION: selector}
-    pod_spec = {
-        "initContainers": [{"name": "storage-initializer", "image": config.storage_initializer_image,
-                            "args": [spec["model"]["uri"], MODEL_DIR],
-                            "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}]}],
-        "containers": [container],
-        "volumes": [{"name": "model-cache", "emptyDir": {}}],
-    }
+    pod_spec = _with_model(container, spec["model"]["uri"], config)
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": _meta(f"{name}-kserve-router-scheduler", namespace, owner, labels=labels, annotations=annotations),
             "spec": {"replicas": 1, "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
+
+
+def _with_model(container: dict[str, Any], uri: str, config: LLMReconcileConfig) -> dict[str, Any]:
+    """A pod spec running ``container`` with the model at ``MODEL_DIR``, fetched by KServe's storage initializer."""
+    return {
+        "initContainers": [{"name": "storage-initializer", "image": config.storage_initializer_image,
+                            "args": [uri, MODEL_DIR],
+                            "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}]}],
+        "containers": [container],
+        "volumes": [{"name": "model-cache", "emptyDir": {}}],
+    }
 
 
 def _router_labels(name: str) -> dict[str, str]:

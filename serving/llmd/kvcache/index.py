@@ -225,7 +225,8 @@ class KVIndex:
 
     def _store(self, pod: str, hashes: list[int], parent_hash: int | None, tokens: tuple[int, ...], size: int,
                lora_id: int | None) -> None:
-        # The ingest hot path: every lookup is bound to a local once.
+        # Multi-block events and the typed API; one-block events from the wire take the inlined path in
+        # ``apply_events``.
         if size != self.block_size:
             if self.block_size is not None:
                 self.stats.block_size_mismatch += 1
@@ -244,24 +245,6 @@ class KVIndex:
                 return
         bit = 1 << self._ids[pod]
         keys = self._keys
-        if len(hashes) == 1:  # the common event: one block, no loop
-            engine_hash = hashes[0]
-            key = hash((parent, tokens)) & MASK64  # keys.block_key, inlined
-            old = emap.get(engine_hash)
-            if old is not None and old != key:  # engine reused a hash for other content
-                self._unset(old, bit)
-            emap[engine_hash] = key
-            mask = keys.get(key)
-            if mask is None:
-                keys[key] = bit
-                if len(keys) > self.capacity:
-                    keys.popitem(last=False)
-                    self.stats.evicted_keys += 1
-            else:
-                keys[key] = mask | bit
-                keys.move_to_end(key)
-            self.stats.stored_blocks += 1
-            return
         get = keys.get
         for engine_hash, key in zip(hashes, block_keys_from_tuple(tokens, size, parent)):
             old = emap.get(engine_hash)
