@@ -19,6 +19,22 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 IRIS_DIR = FIXTURES / "kserve-iris"
 
 
+@contextlib.contextmanager
+def temporary_env(**values: str) -> Iterator[None]:
+    """Set environment variables for the block (child processes started in it inherit them), then put back
+    what was there before, unsetting those that were unset."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

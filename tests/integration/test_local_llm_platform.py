@@ -20,7 +20,7 @@ import pytest
 from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import FIXTURES, free_port
+from support import FIXTURES, free_port, temporary_env
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +58,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     state = tmp_path_factory.mktemp("odh-llm-state")
-    saved = os.environ.get(RUNTIMES_DIR_ENV)
-    os.environ[RUNTIMES_DIR_ENV] = str(tmp_path_factory.mktemp("no-runtimes"))  # vLLM is not installed here
-    try:
+    with temporary_env(**{RUNTIMES_DIR_ENV: str(tmp_path_factory.mktemp("no-runtimes"))}):  # no vLLM there
         start_daemon(state, free_port())
-    finally:
-        if saved is None:
-            os.environ.pop(RUNTIMES_DIR_ENV)
-        else:
-            os.environ[RUNTIMES_DIR_ENV] = saved
     client = LocalPlatform(state)
     try:
         yield client
