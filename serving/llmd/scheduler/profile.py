@@ -45,11 +45,12 @@ class SchedulerProfile:
         return current
 
     def score(self, request: SchedRequest, pods: Sequence[PodState]) -> dict[str, float]:
-        total = {p.name: 0.0 for p in pods}
+        candidates = pods if isinstance(pods, list) else list(pods)
+        total = dict.fromkeys([p.name for p in candidates], 0.0)
         for scorer, weight in self.scorers:
             if weight == 0:
                 continue
-            for name, value in scorer.score(request, list(pods)).items():
+            for name, value in scorer.score(request, candidates).items():
                 total[name] += weight * value
         return total
 

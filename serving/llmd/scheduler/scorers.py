@@ -75,18 +75,23 @@ class WorkingSet:
     reuse, so when this count nears the pod's capacity, adding a new prefix evicts live data.
     """
 
-    __slots__ = ("window", "max_size", "_seen")
+    __slots__ = ("window", "max_size", "_seen", "_pruned_at")
 
     def __init__(self, window: float, max_size: int = 1 << 20) -> None:
         self.window = window
         self.max_size = max_size
         self._seen: OrderedDict[int, float] = OrderedDict()  # key -> last touch, oldest first
+        self._pruned_at = float("nan")
 
     def _prune(self, now: float) -> None:
+        # One decision asks every pod at the same ``now``: the first ask prunes, the rest reuse it.
+        if now == self._pruned_at:
+            return
+        self._pruned_at = now
         seen, horizon = self._seen, now - self.window
         while seen:
             key, t = next(iter(seen.items()))
-            if t >= horizon and len(seen) <= self.max_size:
+            if t >= horizon:
                 break
             seen.popitem(last=False)
 
@@ -97,13 +102,17 @@ class WorkingSet:
     def missing(self, keys: Iterable[int], now: float) -> int:
         """How many of ``keys`` are not in the current working set (would grow it if routed here)."""
         self._prune(now)
-        return sum(1 for k in keys if k not in self._seen)
+        seen = self._seen
+        return sum(1 for k in keys if k not in seen)
 
     def touch(self, keys: Iterable[int], now: float) -> None:
         seen = self._seen
         for key in keys:
             seen[key] = now
             seen.move_to_end(key)
+        while len(seen) > self.max_size:
+            seen.popitem(last=False)
+        self._pruned_at = float("nan")  # new entries: the next ask prunes again
         self._prune(now)
 
 
@@ -305,13 +314,29 @@ class CapacityAwarePrefixScorer:
         return new, overflow
 
     def score(self, request: SchedRequest, pods: list[PodState]) -> dict[str, float]:
-        some_room = any(p.kv_usage < self.kv_threshold for p in pods)
+        # ``cost`` inlined: this runs for every pod on every request, on the router's only thread.
+        threshold = self.kv_threshold
+        some_room = any(p.kv_usage < threshold for p in pods)
+        keys = request.approx_prefix_key
+        prefix = request.prefix_scores
+        tracker = self.tracker
+        now = tracker.now
         scores: dict[str, float] = {}
         for pod in pods:
-            if some_room and pod.kv_usage >= self.kv_threshold:
+            if some_room and pod.kv_usage >= threshold:
                 scores[pod.name] = 0.0
                 continue
-            new, overflow = self.cost(request, pod)
-            total = request_blocks(request, pod)
+            if keys:
+                total = len(keys)
+                matched = prefix.get(pod.name, 0) if prefix else tracker.match(pod, keys)
+                new = total - min(matched, total)
+                ws = tracker._ws.get(pod.name)
+                active, grows = (ws.size(now), ws.missing(keys, now)) if ws is not None else (0, total)
+            else:
+                total = max(1, request.token_count // max(1, pod.block_size))
+                new = total - min(prefix.get(pod.name, 0) if prefix else 0, total)
+                active, grows = pod.cached_blocks, new
+            over = active + grows - self.fill * tracker.capacity(pod)
+            overflow = min(new, int(over)) if over > 0 else 0
             scores[pod.name] = 1.0 - (new + self.overflow_weight * overflow) / (2.0 * total)
         return scores
