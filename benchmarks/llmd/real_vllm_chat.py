@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,7 @@ from benchmarks.llmd.common import (  # noqa: E402
     wait_http,
 )
 from benchmarks.llmd.shared_prefix_chat import (  # noqa: E402
-    drive, ideal_hit_rate, make_workload, per_engine_counters, table,
+    capacity_bound_hit_rate, drive, ideal_hit_rate, make_workload, per_engine_counters, table,
 )
 from serving.config import state_dir  # noqa: E402
 from serving.runtimes.envs import install_runtime_env  # noqa: E402
@@ -78,9 +79,10 @@ def start_router(procs: Procs, name: str, engines: list[tuple[str, str, str]], t
                  ours_config: str | None = None) -> tuple[Proc, str]:
     port = free_port_block(1)
     url = f"http://{HOST}:{port}"
-    if name == "ours":
+    if name == "ours" or name.startswith("ours:"):
+        # "ours:--flag value ..." runs a variant of our router with extra command-line flags.
         argv = [sys.executable, "-m", "serving.llmd.serve", "--port", str(port), "--host", HOST, "--model", MODEL,
-                "--block-size", str(BLOCK), "--tokenizer", str(tokenizer)]
+                "--block-size", str(BLOCK), "--tokenizer", str(tokenizer), *shlex.split(name[5:])]
         if ours_config:
             argv += ["--config", ours_config]
         for u, z, r in engines:
@@ -110,7 +112,8 @@ def reset_caches(urls: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--routers", default=",".join(ROUTERS))
+    ap.add_argument("--routers", default=",".join(ROUTERS),
+                    help="comma-separated; 'ours:--flag value' runs our router with extra flags")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every router this many times, alternating")
     ap.add_argument("--num-blocks", type=int, default=96)
     ap.add_argument("--max-seqs", type=int, default=4)
@@ -156,14 +159,15 @@ def main() -> None:
                 dh = [a[1] - b[1] for a, b in zip(after, before)]
                 q, h = sum(dq), sum(dh)
                 ideal, _ = ideal_hit_rate(res.sent)
-                row = {"router": "ours" if name == "ours" else f"vllm-router {name}", "engines": 2, "round": round_,
+                bound = capacity_bound_hit_rate(res.sent, 2 * args.num_blocks)
+                row = {"router": name if name.startswith("ours") else f"vllm-router {name}", "engines": 2, "round": round_,
                        "requests": len(res.ttft), "errors": res.errors, "hit_rate": h / q if q else 0.0,
-                       "ideal": ideal, "ttft_p50_ms": 1000 * percentile(res.ttft, 50),
+                       "ideal": ideal, "bound": bound, "ttft_p50_ms": 1000 * percentile(res.ttft, 50),
                        "ttft_p90_ms": 1000 * percentile(res.ttft, 90), "rps": len(res.ttft) / wall, "wall_s": wall,
                        "max_engine_share": max(dq) / q if q else 0.0, "engines_used": sum(1 for x in dq if x > 0),
                        "router_cpu": (cpu1 - cpu0) / wall, "sim_cpu": 0.0, "loadgen_cpu": 0.0}
                 rows.append(row)
-                print(f"  {row['router']:<26} round {round_}: hit {row['hit_rate']:.3f} (ideal {ideal:.3f}), TTFT p50 "
+                print(f"  {row['router']:<26} round {round_}: hit {row['hit_rate']:.3f} (ideal {ideal:.3f}, bound {bound:.3f}), TTFT p50 "
                       f"{row['ttft_p50_ms']:.0f} ms p90 {row['ttft_p90_ms']:.0f} ms, {row['rps']:.2f} req/s, "
                       f"{row['requests']} ok / {row['errors']} errors"
                       + (f"; first error {res.first_error}" if res.errors else ""), flush=True)

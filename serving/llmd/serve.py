@@ -100,9 +100,10 @@ async def serve_async(
     host: str = "127.0.0.1",
     redis_url: str | None = None,
     max_model_len: int | None = None,
+    scrape_interval_s: float = 0.075,
 ) -> None:
     router, index = build(model, engines, config_path, api_keys, tokenizer_dir, block_size,
-                          redis_url=redis_url, max_model_len=max_model_len)
+                          redis_url=redis_url, max_model_len=max_model_len, scrape_interval_s=scrape_interval_s)
     subscriber = None
     if index is not None:
         from serving.llmd.kvcache.subscriber import KVEventSubscriber
@@ -165,6 +166,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--redis-url", default=None)
+    p.add_argument("--scrape-interval-ms", type=float, default=75.0,
+                   help="how often each engine's /metrics is read (the issue asks for 50-100 ms)")
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
 
@@ -178,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(str(exc)) from None
     with contextlib.suppress(KeyboardInterrupt):
         serve(args.port, args.model, engines, args.config, args.api_key, args.tokenizer, args.block_size,
-              host=args.host, redis_url=args.redis_url, max_model_len=args.max_model_len)
+              host=args.host, redis_url=args.redis_url, max_model_len=args.max_model_len,
+              scrape_interval_s=args.scrape_interval_ms / 1000)
     sys.exit(0)
 
 

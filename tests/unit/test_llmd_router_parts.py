@@ -395,3 +395,20 @@ def test_the_index_learns_the_block_size_from_the_engines_metrics_before_any_eve
     apply_metrics(pods[1], {"block_size": 64, "num_blocks": 96})
     router.monitor.on_scrape()
     assert index.block_size == 32  # learned once; a later disagreement never re-keys the index
+
+
+def test_the_serve_command_line_reaches_the_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    from serving.llmd import serve as serve_module
+
+    calls: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(serve_module, "serve", lambda *args, **kwargs: calls.append((args, kwargs)))
+    with pytest.raises(SystemExit):
+        serve_module.main(["--port", "1", "--model", "tiny", "--engine", "http://127.0.0.1:2",
+                           "--scrape-interval-ms", "50"])
+    (args, kwargs), = calls
+    # Every option main passes on must be one serve_async (behind serve's **kwargs) accepts.
+    inspect.signature(serve_module.serve_async).bind(*args, **kwargs)
+    router, _ = serve_module.build(args[1], args[2], scrape_interval_s=kwargs["scrape_interval_s"])
+    assert router.monitor.interval_s == pytest.approx(0.05)
