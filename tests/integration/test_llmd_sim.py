@@ -134,6 +134,25 @@ def test_shared_prefix_raises_prefix_cache_hits(sim: Sim) -> None:
         _metric(url, name)
 
 
+async def test_the_monitor_reads_only_its_metrics_from_the_filtered_route(sim: Sim) -> None:
+    from serving.llmd.monitor import FILTERED_METRICS_PATH, EngineSpec, LoadMonitor
+
+    url = sim.urls[0]
+    text = httpx.get(url + FILTERED_METRICS_PATH).text
+    names = set(re.findall(r"^([a-z_:]+)[{ ]", text, re.M))
+    assert names == {"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                     "vllm:cache_config_info"}
+    assert len(text) < len(httpx.get(url + "/metrics").text) / 3
+    monitor = LoadMonitor([EngineSpec(url)])
+    try:
+        await monitor.scrape_once()
+        (pod,) = monitor.pods.values()
+        assert pod.healthy and pod.block_size == 32 and pod.num_blocks == 64
+        assert monitor.metrics_path == {pod.name: FILTERED_METRICS_PATH}  # no fallback to the whole text
+    finally:
+        await monitor.stop()
+
+
 def test_kv_events_look_like_the_recording_and_replay(sim: Sim) -> None:
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)

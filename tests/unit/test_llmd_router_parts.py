@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import httpx
 import orjson
 import pytest
 
@@ -12,6 +15,8 @@ from serving.llmd.cache import LRUCache, cache_key, cacheable
 from serving.llmd.monitor import apply_metrics, parse_engine, parse_vllm_metrics
 from serving.llmd.router import CHAT, COMPLETIONS, prompt_text, validate_body
 from serving.llmd.scheduler import PodState, Priority
+from serving.llmd.upstream import ConnectFailed
+from serving.llmd.upstream import Response as UpstreamResponse
 
 # -- cache keys ---------------------------------------------------------------------------------------
 
@@ -258,9 +263,51 @@ def test_parse_engine_specs() -> None:
 # -- monitor health transitions -----------------------------------------------------------------------
 
 
-async def test_monitor_scrapes_and_follows_health() -> None:
-    import httpx
+class _FakePool:
+    """upstream.EnginePool's ``get`` over an httpx-style handler (httpx.ConnectError = refused)."""
 
+    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.handler = handler
+        self.paths: list[str] = []
+
+    async def get(self, path: str) -> UpstreamResponse:
+        self.paths.append(path)
+        try:
+            res = self.handler(httpx.Request("GET", "http://a" + path))
+        except httpx.ConnectError as exc:
+            raise ConnectFailed(str(exc)) from exc
+        answer = UpstreamResponse(res.status_code, dict(res.headers), None)
+        answer._chunks = [res.content]
+        return answer
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("filtered_answer", [404, 200], ids=["no-filtered-route", "filter-yields-nothing"])
+async def test_monitor_reads_whole_metrics_from_engines_that_do_not_filter_by_name(filtered_answer: int) -> None:
+    from serving.llmd.monitor import FILTERED_METRICS_PATH, FULL_METRICS_PATH, EngineSpec, LoadMonitor
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/metrics/":  # e.g. another server, or vLLM with multi-process metrics
+            return httpx.Response(filtered_answer, text="")
+        if req.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": []})
+        return httpx.Response(200, text=METRICS)
+
+    monitor = LoadMonitor([EngineSpec("http://a", name="a")])
+    pool = _FakePool(handler)
+    monitor.clients = {"a": pool}  # type: ignore[dict-item]
+    await monitor.scrape_once()
+    await monitor.scrape_once()
+    pod = monitor.pods["a"]
+    assert pod.healthy and pod.running == 3 and pod.num_blocks == 1024  # the first pass already had figures
+    metrics_reads = [p for p in pool.paths if p.startswith("/metrics")]
+    assert metrics_reads == [FILTERED_METRICS_PATH, FULL_METRICS_PATH, FULL_METRICS_PATH]
+    await monitor.stop()
+
+
+async def test_monitor_scrapes_and_follows_health() -> None:
     from serving.llmd.monitor import EngineSpec, LoadMonitor
 
     up = {"a": True}
@@ -275,23 +322,7 @@ async def test_monitor_scrapes_and_follows_health() -> None:
         return httpx.Response(200, text=METRICS)
 
     monitor = LoadMonitor([EngineSpec("http://a", name="a")], fail_threshold=2, on_down=downs.append, on_up=ups.append)
-    from serving.llmd.upstream import ConnectFailed
-    from serving.llmd.upstream import Response as UpstreamResponse
-
-    class FakePool:  # upstream.EnginePool's get() over the handler
-        async def get(self, path: str) -> UpstreamResponse:
-            try:
-                res = handler(httpx.Request("GET", "http://a" + path))
-            except httpx.ConnectError as exc:
-                raise ConnectFailed(str(exc)) from exc
-            answer = UpstreamResponse(res.status_code, dict(res.headers), None)
-            answer._chunks = [res.content]
-            return answer
-
-        async def close(self) -> None:
-            pass
-
-    monitor.clients = {"a": FakePool()}  # type: ignore[dict-item]
+    monitor.clients = {"a": _FakePool(handler)}  # type: ignore[dict-item]
     assert not monitor.pods["a"].healthy  # joins only once it answers
     await monitor.scrape_once()
     pod = monitor.pods["a"]

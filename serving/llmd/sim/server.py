@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -59,6 +59,9 @@ class EngineAddress:
     port: int
     zmq_endpoint: str | None = None
     replay_endpoint: str | None = None
+
+
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Metrics:
@@ -106,8 +109,27 @@ class _Metrics:
         yield counter("vllm:generation_tokens", "Number of generation tokens processed.", c.generation_tokens)
         yield counter("vllm:request_success", "Count of successfully processed requests.", c.requests_finished)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, names: Collection[str] = ()) -> bytes:
+        """The exposition text; with ``names``, only those samples (prometheus_client's ``name[]`` filter)."""
+        if not names:
+            return generate_latest(self.registry)
+        return generate_latest(_SamplesNamed(self.registry, frozenset(names)))  # type: ignore[arg-type]
+
+
+class _SamplesNamed:
+    """A view of a registry that yields only the samples with the given names, as RestrictedRegistry does."""
+
+    def __init__(self, registry: CollectorRegistry, names: frozenset[str]) -> None:
+        self.registry = registry
+        self.names = names
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [sample for sample in family.samples if sample.name in self.names]
+            if samples:
+                kept = Metric(family.name, family.documentation, family.type, family.unit)
+                kept.samples = samples
+                yield kept
 
 
 class EngineApp:
@@ -127,7 +149,10 @@ class EngineApp:
             Route("/health", self.health, methods=["GET"]),
             Route("/ping", self.health, methods=["GET", "POST"]),
             Route("/version", self.version, methods=["GET"]),
+            # Like vLLM: /metrics renders everything; prometheus_client's app mounted under /metrics/
+            # honours ``name[]``.
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+            Route("/metrics/", self.filtered_metrics_endpoint, methods=["GET"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/tokenize", self.tokenize, methods=["POST"]),
             Route("/v1/completions/render", self.render_completions, methods=["POST"]),
@@ -145,7 +170,10 @@ class EngineApp:
         return _json({"version": "odh-sim"})
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(self.metrics.render(), media_type=_METRICS_TYPE)
+
+    async def filtered_metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(request.query_params.getlist("name[]")), media_type=_METRICS_TYPE)
 
     async def models(self, request: Request) -> Response:
         m = self.config.model
