@@ -32,6 +32,7 @@ import asyncio
 import heapq
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -294,13 +295,21 @@ def table(rows: list[dict]) -> str:
                      f"{r['ttft_p50_ms']:.0f} | {r['ttft_p90_ms']:.0f} | {r['rps']:.1f} | "
                      f"{100 * r['max_engine_share']:.0f}% | {r['router_cpu']:.2f}/{r['sim_cpu']:.2f}/"
                      f"{r['loadgen_cpu']:.2f} |")
+    def median_row(engines: int, router: str) -> dict | None:
+        """One row of per-key medians over the rounds (a single run is its own median)."""
+        runs = [r for r in rows if r["engines"] == engines and r["router"] == router]
+        if not runs:
+            return None
+        keys = ("hit_rate", "ideal", "bound", "ttft_p90_ms")
+        return {k: statistics.median(r.get(k, 0.0) for r in runs) for k in keys} | {"rounds": len(runs)}
+
     verdicts = []
     for e in sorted({r["engines"] for r in rows}):
-        ours = next((r for r in rows if r["engines"] == e and r["router"] == "ours"), None)
-        kv = next((r for r in rows if r["engines"] == e and r["router"] == "vllm-router kv_aware"), None)
+        ours, kv = median_row(e, "ours"), median_row(e, "vllm-router kv_aware")
         if ours and kv:
+            over = f" (medians of {ours['rounds']} rounds)" if ours["rounds"] > 1 else ""
             verdicts.append(
-                f"E={e}: hit {ours['hit_rate']:.3f} vs kv_aware {kv['hit_rate']:.3f} "
+                f"E={e}{over}: hit {ours['hit_rate']:.3f} vs kv_aware {kv['hit_rate']:.3f} "
                 f"({'met' if ours['hit_rate'] >= kv['hit_rate'] else 'NOT met'}), "
                 f"{pct(ours, 'ideal'):.0f}% of ideal ({'met' if pct(ours, 'ideal') >= 90 else 'NOT met'}), "
                 f"{pct(ours, 'bound'):.0f}% of the capacity bound ({'met' if pct(ours, 'bound') >= 90 else 'NOT met'}), "
