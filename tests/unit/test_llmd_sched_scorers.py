@@ -39,6 +39,15 @@ def test_working_set_counts_recent_distinct_blocks():
     assert ws.missing([3, 4, 5], now=12) == 1
 
 
+def test_working_set_is_bounded_and_repruned_after_touches_at_the_same_time():
+    ws = WorkingSet(window=10, max_size=3)
+    ws.touch([1, 2, 3, 4], now=0)
+    assert ws.size(now=0) == 3 and ws.missing([1], now=0) == 1  # the oldest went over the bound
+    assert ws.size(now=11) == 0
+    ws.touch([5, 6], now=11)  # same ``now`` as the last prune: the new keys still count
+    assert ws.size(now=11) == 2 and ws.missing([5, 6, 7], now=11) == 1
+
+
 def test_precise_prefix_scorer_is_cached_share():
     pods = [PodState("a", block_size=16), PodState("b", block_size=16)]
     req = SchedRequest(token_count=160, prefix_scores={"a": 5})
@@ -150,3 +159,31 @@ def test_capacity_aware_overflow_weight_makes_thrashing_negative():
     assert weighted["empty"] == pytest.approx(-0.5)  # (1 - w) / 2
     # the holder adds 2 blocks and evicts 2 live ones either way
     assert plain["holder"] == pytest.approx(1 - 4 / 44) and weighted["holder"] == pytest.approx(1 - 6 / 44)
+
+
+def test_capacity_aware_score_is_the_documented_formula_over_cost():
+    """``score`` inlines ``cost``; over random pods and requests both must give the same numbers."""
+    import random
+
+    rng = random.Random(5)
+    for _ in range(200):
+        tracker = PodBlockTracker(window=10, default_capacity=64)
+        pods = [PodState(f"p{i}", num_blocks=rng.choice([0, 16, 48]), kv_usage=rng.random(), block_size=16,
+                         cached_blocks=rng.randrange(40)) for i in range(4)]
+        for pod in pods:
+            tracker.record(pod, [rng.randrange(60) for _ in range(rng.randrange(30))], now=rng.uniform(0, 10))
+        tracker.advance(rng.uniform(5, 15))
+        keys = [rng.randrange(60) for _ in range(rng.randrange(0, 20))]
+        scores_given = rng.random() < 0.5
+        req = SchedRequest(token_count=rng.randrange(1, 400), approx_prefix_key=keys,
+                           prefix_scores={p.name: rng.randrange(25) for p in pods} if scores_given else {})
+        scorer = CapacityAwarePrefixScorer(tracker, kv_threshold=0.8, fill=0.9, overflow_weight=2.0)
+        some_room = any(p.kv_usage < 0.8 for p in pods)
+        for pod in pods:
+            if some_room and pod.kv_usage >= 0.8:
+                expected = 0.0
+            else:
+                new, overflow = scorer.cost(req, pod)
+                total = len(keys) or max(1, req.token_count // 16)
+                expected = 1.0 - (new + 2.0 * overflow) / (2.0 * total)
+            assert scorer.score(req, pods)[pod.name] == pytest.approx(expected)
