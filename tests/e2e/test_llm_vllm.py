@@ -176,6 +176,18 @@ def test_requests_sharing_a_prefix_hit_the_engine_that_holds_it(platform: LocalP
     assert router_health(platform)["index"]["pods"][holder] > 0
 
 
+def test_real_vllm_filters_the_metrics_the_router_scrapes(platform: LocalPlatform, served: dict) -> None:
+    from serving.llmd.monitor import FILTERED_METRICS_PATH
+
+    for pod in engines(platform):
+        text = httpx.get(f"http://{pod}{FILTERED_METRICS_PATH}", timeout=5).text
+        names = {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")}
+        # vLLM renders only what the monitor reads, a small part of its whole /metrics.
+        assert names - {""} == {"vllm:num_requests_running", "vllm:num_requests_waiting",
+                                "vllm:kv_cache_usage_perc", "vllm:cache_config_info"}
+        assert len(text) * 5 < len(httpx.get(f"http://{pod}/metrics", timeout=5).text)
+
+
 def test_the_openai_sdk_works_unchanged_through_the_gateway_streaming_included(served: dict) -> None:
     client = openai.OpenAI(base_url=served["status"]["url"] + "/v1", api_key="unused", max_retries=0)
     assert [m.id for m in client.models.list().data] == [MODEL]
