@@ -227,13 +227,19 @@ def test_the_router_alone_checks_api_keys_in_front_of_the_same_engines(platform:
 
 def test_a_killed_engine_costs_no_request_leaves_the_pool_and_rejoins_clean(platform: LocalPlatform, served: dict) -> None:
     url = served["status"]["url"]
-    victim_pod, victim = next((pod, p) for pod, p in engines(platform).items()
-                              if router_health(platform)["index"]["pods"].get(pod, 0) > 0)
+    # The victim is the engine holding the shared prefix (both may hold blocks of earlier tests' prompts):
+    # the router sends the long requests below there.
+    victim_pod = complete(url, SHARED + " Which engine?").headers["x-odh-pod"]
+    victim = engines(platform)[victim_pod]
     retries = router_retries(platform)
     # Pin in-flight work on the victim: prompts sharing the prefix it holds, long enough to still be running.
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(complete, url, SHARED + f" Long answer {i}:", 300, ignore_eos=True) for i in range(6)]
-        time.sleep(1.0)
+        futures = [pool.submit(complete, url, SHARED + f" Long answer {i}:", 600, ignore_eos=True) for i in range(6)]
+        # Kill only once the router has work in flight there (a fixed sleep raced the engine's speed).
+        deadline = time.monotonic() + 30
+        while router_health(platform)["pods"][victim_pod]["in_flight"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
         os.killpg(victim["pid"], signal.SIGKILL)
         responses = [f.result(timeout=300) for f in futures]
     assert [r.status_code for r in responses] == [200] * 6, [r.text[:200] for r in responses if r.status_code != 200]
