@@ -160,15 +160,17 @@ def main() -> None:
                 q, h = sum(dq), sum(dh)
                 ideal, _ = ideal_hit_rate(res.sent)
                 bound = capacity_bound_hit_rate(res.sent, 2 * args.num_blocks)
-                row = {"router": name if name.startswith("ours") else f"vllm-router {name}", "engines": 2, "round": round_,
+                router = name if name.startswith("ours") else f"vllm-router {name}"
+                row = {"router": router, "engines": 2, "round": round_,
                        "requests": len(res.ttft), "errors": res.errors, "hit_rate": h / q if q else 0.0,
                        "ideal": ideal, "bound": bound, "ttft_p50_ms": 1000 * percentile(res.ttft, 50),
                        "ttft_p90_ms": 1000 * percentile(res.ttft, 90), "rps": len(res.ttft) / wall, "wall_s": wall,
                        "max_engine_share": max(dq) / q if q else 0.0, "engines_used": sum(1 for x in dq if x > 0),
                        "router_cpu": (cpu1 - cpu0) / wall, "sim_cpu": 0.0, "loadgen_cpu": 0.0}
                 rows.append(row)
-                print(f"  {row['router']:<26} round {round_}: hit {row['hit_rate']:.3f} (ideal {ideal:.3f}, bound {bound:.3f}), TTFT p50 "
-                      f"{row['ttft_p50_ms']:.0f} ms p90 {row['ttft_p90_ms']:.0f} ms, {row['rps']:.2f} req/s, "
+                print(f"  {row['router']:<26} round {round_}: hit {row['hit_rate']:.3f} (ideal {ideal:.3f}, bound "
+                      f"{bound:.3f}), TTFT p50 {row['ttft_p50_ms']:.0f} ms p90 {row['ttft_p90_ms']:.0f} ms, "
+                      f"{row['rps']:.2f} req/s, "
                       f"{row['requests']} ok / {row['errors']} errors"
                       + (f"; first error {res.first_error}" if res.errors else ""), flush=True)
     print()

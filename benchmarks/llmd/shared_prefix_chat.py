@@ -312,7 +312,8 @@ def table(rows: list[dict]) -> str:
                 f"E={e}{over}: hit {ours['hit_rate']:.3f} vs kv_aware {kv['hit_rate']:.3f} "
                 f"({'met' if ours['hit_rate'] >= kv['hit_rate'] else 'NOT met'}), "
                 f"{pct(ours, 'ideal'):.0f}% of ideal ({'met' if pct(ours, 'ideal') >= 90 else 'NOT met'}), "
-                f"{pct(ours, 'bound'):.0f}% of the capacity bound ({'met' if pct(ours, 'bound') >= 90 else 'NOT met'}), "
+                f"{pct(ours, 'bound'):.0f}% of the capacity bound "
+                f"({'met' if pct(ours, 'bound') >= 90 else 'NOT met'}), "
                 f"TTFT p90 {ours['ttft_p90_ms']:.0f} vs {kv['ttft_p90_ms']:.0f} ms "
                 f"({'met' if ours['ttft_p90_ms'] <= kv['ttft_p90_ms'] else 'NOT met'})")
     return "\n".join(lines + [""] + verdicts)

@@ -83,11 +83,11 @@ _INFO = ("vllm:cache_config_info", "vllm:cache_config_info_info")
 
 # Ask for just these families with prometheus_client's ``name[]`` filter. vLLM answers a plain /metrics
 # from a synchronous route that renders its whole registry (dozens of histograms) on the engine's API
-# server, 13 times a second per engine at our interval; on a real engine that cost TTFT p90 (40 ms more
-# than scraping once a second, docs/benchmarks.md). vLLM also mounts prometheus_client's ASGI app over
-# /metrics/..., which honours the filter and renders only these. An engine that does not (another
-# server, or vLLM in multi-process metrics mode, whose collector cannot be filtered by name) is read in
-# full from then on.
+# server, 13 times a second per engine at our interval; on real engines that took TTFT p90 from ~100 ms
+# (scraping once a second) to 146-190 ms (docs/benchmarks.md). vLLM also mounts prometheus_client's
+# ASGI app over /metrics/..., which honours the filter and renders only these. An engine that does not
+# (another server, or vLLM in multi-process metrics mode, whose collector cannot be filtered by name) is
+# read in full from then on.
 FULL_METRICS_PATH = "/metrics"
 FILTERED_METRICS_PATH = "/metrics/?" + urlencode([("name[]", n) for n in (*_GAUGES, _INFO[0])])
 
