@@ -162,13 +162,12 @@ class PodBlockTracker:
         lru = self._lru.get(pod.name)
         return lru.match_prefix(keys) if lru is not None else 0
 
-    def active(self, pod: PodState) -> int:
+    def live(self, pod: PodState, keys: Sequence[int]) -> tuple[int, int]:
+        """(blocks live in ``pod``'s working set now, how many of ``keys`` are not among them)."""
         ws = self._ws.get(pod.name)
-        return ws.size(self.now) if ws is not None else 0
-
-    def active_missing(self, pod: PodState, keys: Sequence[int]) -> int:
-        ws = self._ws.get(pod.name)
-        return ws.missing(keys, self.now) if ws is not None else len(keys)
+        if ws is None:
+            return 0, len(keys)
+        return ws.size(self.now), ws.missing(keys, self.now)
 
     def forget(self, pod_name: str) -> None:
         self._lru.pop(pod_name, None)
@@ -304,8 +303,7 @@ class CapacityAwarePrefixScorer:
         new = total - matched_blocks(request, pod, self.tracker)
         keys = request.approx_prefix_key
         if keys:
-            active = self.tracker.active(pod)
-            grows = self.tracker.active_missing(pod, keys)
+            active, grows = self.tracker.live(pod, keys)
         else:
             # No block keys: fall back to the indexer's block count, which only says "full or not".
             active, grows = pod.cached_blocks, new
@@ -320,7 +318,6 @@ class CapacityAwarePrefixScorer:
         keys = request.approx_prefix_key
         prefix = request.prefix_scores
         tracker = self.tracker
-        now = tracker.now
         scores: dict[str, float] = {}
         for pod in pods:
             if some_room and pod.kv_usage >= threshold:
@@ -330,8 +327,7 @@ class CapacityAwarePrefixScorer:
                 total = len(keys)
                 matched = prefix.get(pod.name, 0) if prefix else tracker.match(pod, keys)
                 new = total - min(matched, total)
-                ws = tracker._ws.get(pod.name)
-                active, grows = (ws.size(now), ws.missing(keys, now)) if ws is not None else (0, total)
+                active, grows = tracker.live(pod, keys)
             else:
                 total = max(1, request.token_count // max(1, pod.block_size))
                 new = total - min(prefix.get(pod.name, 0) if prefix else 0, total)
