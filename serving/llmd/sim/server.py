@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -71,7 +71,8 @@ class _Metrics:
         self.engine = engine
         cfg = engine.config
         self.labels = {"model_name": cfg.model, "engine": "0"}
-        self.registry = CollectorRegistry(auto_describe=False)
+        # auto_describe: the registry learns this collector's names, so ``restricted_registry`` can filter.
+        self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)  # type: ignore[arg-type]
         self.ttft = Histogram(
             "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
@@ -111,25 +112,7 @@ class _Metrics:
 
     def render(self, names: Collection[str] = ()) -> bytes:
         """The exposition text; with ``names``, only those samples (prometheus_client's ``name[]`` filter)."""
-        if not names:
-            return generate_latest(self.registry)
-        return generate_latest(_SamplesNamed(self.registry, frozenset(names)))  # type: ignore[arg-type]
-
-
-class _SamplesNamed:
-    """A view of a registry that yields only the samples with the given names, as RestrictedRegistry does."""
-
-    def __init__(self, registry: CollectorRegistry, names: frozenset[str]) -> None:
-        self.registry = registry
-        self.names = names
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self.registry.collect():
-            samples = [sample for sample in family.samples if sample.name in self.names]
-            if samples:
-                kept = Metric(family.name, family.documentation, family.type, family.unit)
-                kept.samples = samples
-                yield kept
+        return generate_latest(self.registry.restricted_registry(names) if names else self.registry)
 
 
 class EngineApp:
