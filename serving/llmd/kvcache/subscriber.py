@@ -144,7 +144,8 @@ class KVEventSubscriber:
                         frames = _recv_queued(drain)
                     except zmq.Again:
                         break
-                    await self._handle_logged(stream, frames)
+                    if not self._apply_next(stream, frames):
+                        await self._handle_logged(stream, frames)
                 else:
                     await asyncio.sleep(0)
         finally:
@@ -155,6 +156,19 @@ class KVEventSubscriber:
             await self.handle(stream, frames)
         except Exception:  # one bad message must not end the subscription
             log.exception("KV events from %s: failed to handle a message", stream.pod)
+
+    def _apply_next(self, stream: PodStream, frames: list[bytes]) -> bool:
+        """``handle``'s common case without a coroutine: the message right after the last one, outside any
+        replay window. Returns False, having done nothing, for anything else."""
+        if len(frames) != 3 or stream.dup_window is not None or stream.last_seq is None:
+            return False
+        seq_frame = frames[1]
+        if len(seq_frame) != 8 or int.from_bytes(seq_frame, "big") != stream.last_seq + 1:
+            return False
+        stream.messages += 1
+        self._apply(stream, frames[2])
+        stream.last_seq += 1
+        return True
 
     async def handle(self, stream: PodStream, frames: list[bytes]) -> None:
         """Apply one live ``[topic, seq, payload]`` message, replaying or resetting as the seq demands."""
