@@ -232,18 +232,29 @@ def test_a_killed_engine_costs_no_request_leaves_the_pool_and_rejoins_clean(plat
     victim_pod = complete(url, SHARED + " Which engine?").headers["x-odh-pod"]
     victim = engines(platform)[victim_pod]
     retries = router_retries(platform)
+    router = router_url(platform)  # looked up once: a call to the platform daemon in the loop below delayed the kill
     # Pin in-flight work on the victim: prompts sharing the prefix it holds, long enough to still be running.
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        submitted = time.monotonic()
         futures = [pool.submit(complete, url, SHARED + f" Long answer {i}:", 600, ignore_eos=True) for i in range(6)]
-        # Kill only once the router has work in flight there (a fixed sleep raced the engine's speed).
+        # Kill as soon as the router has work in flight there: the tiny model answers 600 tokens in seconds.
         deadline = time.monotonic() + 30
-        while router_health(platform)["pods"][victim_pod]["in_flight"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        in_flight = 0
+        while not in_flight and time.monotonic() < deadline:
+            in_flight = httpx.get(router + "/health", timeout=5).json()["pods"][victim_pod]["in_flight"]
+            time.sleep(0.02)
+        time.sleep(0.1)  # the requests reach the engine (one that has not is retried all the same)
         os.killpg(victim["pid"], signal.SIGKILL)
+        answered_before_kill, killed_after = sum(f.done() for f in futures), time.monotonic() - submitted
         responses = [f.result(timeout=300) for f in futures]
+    assert in_flight, "no request reached the victim within 30 s"
     assert [r.status_code for r in responses] == [200] * 6, [r.text[:200] for r in responses if r.status_code != 200]
-    assert router_retries(platform) > retries  # those in flight on the victim were re-sent, not failed
+    # those in flight on the victim were re-sent, not failed
+    assert router_retries(platform) > retries, (
+        f"no retry: {in_flight} in flight on the victim, killed after {killed_after:.1f} s, when "
+        f"{answered_before_kill} of 6 had been answered; "
+        f"answered by {[r.headers['x-odh-pod'] for r in responses]}"
+    )
     assert any(r.headers["x-odh-pod"] != victim_pod for r in responses)
     health = router_health(platform)
     assert health["pods"][victim_pod]["healthy"] is False
