@@ -8,7 +8,9 @@ sends (11 fields, see tests/fixtures/vllm-kv-events); one ZMQ payload per event.
 alone (decoded events), from msgpack payloads (``KVIndex.ingest``: decode + index, what the subscriber
 runs per message) in map and positional-array form, with 16 blocks per event, through the typed
 ``decode_payload`` + ``apply_batch`` API for comparison, and end to end over ZMQ (``zmq_*``: a publisher
-process, one PUB per engine, into the real ``KVEventSubscriber``). Each case runs ``--repeat`` times on a
+process, one PUB per engine, into the real ``KVEventSubscriber``; ``_queued``: the subscriber timed alone,
+reading messages already waiting in its queues; ``8x1``: eight one-block events per message, as an engine
+step that fills blocks of eight requests publishes them). Each case runs ``--repeat`` times on a
 fresh index (the machine is shared: best and median are reported, the verdict uses the median).
 
 Score: the prompt's keys are computed (tokens -> 256 chained keys) and scored against an index where the
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import msgpack
 import zmq
+import zmq.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -137,7 +140,12 @@ def bench_ingest(n: int, pods: int, repeat: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def _publish(endpoints: list[str], messages: list[tuple[int, bytes]], go: multiprocessing.synchronize.Event) -> None:
+def _publish(
+    endpoints: list[str],
+    messages: list[tuple[int, bytes]],
+    go: multiprocessing.synchronize.Event,
+    sent: multiprocessing.synchronize.Event,
+) -> None:
     """The engines' side, in its own process: one PUB per pod, sending ``[topic, seq, payload]`` as vLLM
     does, as fast as ZMQ takes them (unbounded send queue, so nothing is dropped)."""
     ctx = zmq.Context()
@@ -152,18 +160,32 @@ def _publish(endpoints: list[str], messages: list[tuple[int, bytes]], go: multip
     for pod, payload in messages:
         socks[pod].send_multipart([b"kv@bench", seqs[pod].to_bytes(8, "big"), payload])
         seqs[pod] += 1
+    sent.set()
     time.sleep(60)  # keep the queues alive until the parent has read them; it kills us
 
 
-def bench_zmq(n: int, pods: int, per_event: int) -> dict[str, float]:
+def bench_zmq(n: int, pods: int, per_event: int = 1, per_message: int = 1, queued: bool = False) -> dict[str, float]:
     """Blocks per second through the real subscriber: ZMQ SUB sockets, seq tracking, decode, index.
-    The publisher is another process (the machine's other core), so this is what one router core
-    ingests from engines that flood it."""
+    The publisher is another process, so this is what the router ingests from engines that flood it.
+    ``per_event`` blocks go in one BlockStored (a prefill's blocks); ``per_message`` one-block events go in
+    one message (vLLM publishes one message per scheduler step, carrying every block filled in that step).
+    Streamed (the default), the publisher, both ZMQ I/O threads and the subscriber share this machine's two
+    cores while it runs; ``queued`` holds the subscriber back until every message waits in its sockets'
+    queues, so only the subscriber's own work is timed (what one router core takes in)."""
     rng = random.Random(3)
     events = make_events(n, pods, chain=64, rng=rng)
     now = time.time()
     messages: list[tuple[int, bytes]] = []
-    for i in range(0, n, per_event):
+    if per_message > 1:  # each pod's chains in order, a step's worth of events per message, pods in turn
+        by_pod: list[list[BlockStored]] = [[] for _ in range(pods)]
+        for i, (_, event) in enumerate(events):
+            by_pod[i % pods].append(event)
+        bodies = [[msgpack.packb([now, [stored_map(e.block_hashes, e.parent_block_hash, e.token_ids)
+                                        for e in evs[j : j + per_message]], 0])
+                   for j in range(0, len(evs), per_message)] for evs in by_pod]
+        for j in range(max(len(b) for b in bodies)):
+            messages += [(pod, b[j]) for pod, b in enumerate(bodies) if j < len(b)]
+    for i in range(0, n if per_message == 1 else 0, per_event):
         chunk = events[i : i + per_event]
         parent = chunk[0][1].parent_block_hash if per_event == 1 else None
         tokens = [t for _, e in chunk for t in e.token_ids]
@@ -172,28 +194,45 @@ def bench_zmq(n: int, pods: int, per_event: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="odh-kvbench-") as tmp:
         endpoints = [f"ipc://{tmp}/pod-{p}" for p in range(pods)]
         fork = multiprocessing.get_context("fork")
-        go = fork.Event()
-        publisher = fork.Process(target=_publish, args=(endpoints, messages, go), daemon=True)
+        go, sent = fork.Event(), fork.Event()
+        publisher = fork.Process(target=_publish, args=(endpoints, messages, go, sent), daemon=True)
         publisher.start()
         try:
-            return asyncio.run(_consume(endpoints, n, go))
+            return asyncio.run(_consume(endpoints, n, go, sent if queued else None))
         finally:
             publisher.kill()
             publisher.join()
 
 
-async def _consume(endpoints: list[str], n: int, go: multiprocessing.synchronize.Event) -> dict[str, float]:
+async def _consume(
+    endpoints: list[str],
+    n: int,
+    go: multiprocessing.synchronize.Event,
+    sent: multiprocessing.synchronize.Event | None,
+) -> dict[str, float]:
     index = KVIndex(block_size=BLOCK, capacity=4_000_000)
-    subscriber = KVEventSubscriber(index)
+    context = zmq.asyncio.Context()
+    if sent is not None:  # room for every message on the SUB side (by default 1000 wait there, the rest upstream)
+        context.setsockopt(zmq.RCVHWM, 0)
+    subscriber = KVEventSubscriber(index, context)
     try:
         for p, endpoint in enumerate(endpoints):
             await subscriber.add_pod(f"pod-{p}", endpoint)
         await asyncio.sleep(0.5)  # ZMQ's slow joiner: let every SUB connect before the first send
         stats = index.stats
         deadline = time.monotonic() + 120
-        # Timed from the go signal: the publisher's start (a few ms) counts against us, not for us.
-        t0, c0 = time.perf_counter(), time.process_time()
-        go.set()
+        if sent is None:
+            # Timed from the go signal: the publisher's start (a few ms) counts against us, not for us.
+            t0, c0 = time.perf_counter(), time.process_time()
+            go.set()
+        else:
+            go.set()
+            # Blocking the event loop keeps the subscriber's tasks from reading while ZMQ's I/O threads
+            # move every message into the SUB queues; a second after the last send they are all there.
+            if not sent.wait(120):
+                raise RuntimeError("the publisher did not finish sending")
+            time.sleep(1.0)
+            t0, c0 = time.perf_counter(), time.process_time()
         while stats.stored_blocks < n and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -205,6 +244,7 @@ async def _consume(endpoints: list[str], n: int, go: multiprocessing.synchronize
         return {"wall": n / wall, "cpu": n / max(1e-9, cpu)}
     finally:
         await subscriber.close()
+        context.term()
 
 
 def bench_score(pods: int, tokens: int, rounds: int) -> dict[str, float]:
@@ -280,8 +320,14 @@ def main() -> None:
     args = parser.parse_args()
 
     ingest = bench_ingest(args.events, args.pods, args.repeat)
-    for name, per_event in (("zmq_1_block_map", 1), ("zmq_16_blocks_map", 16)):
-        runs = [bench_zmq(args.events, args.zmq_pods, per_event) for _ in range(args.repeat)]
+    zmq_cases = (  # name, blocks per event, events per message, queued
+        ("zmq_1_block_map", 1, 1, False),
+        ("zmq_1_block_map_queued", 1, 1, True),
+        ("zmq_8x1_block_map", 1, 8, False),
+        ("zmq_16_blocks_map", 16, 1, False),
+    )
+    for name, per_event, per_message, queued in zmq_cases:
+        runs = [bench_zmq(args.events, args.zmq_pods, per_event, per_message, queued) for _ in range(args.repeat)]
         ingest[name] = {"best": max(r["wall"] for r in runs), "median": statistics.median(r["wall"] for r in runs),
                         "cpu_median": statistics.median(r["cpu"] for r in runs)}
     score = bench_score(args.pods, args.tokens, args.rounds)
