@@ -143,6 +143,26 @@ async def test_a_burst_is_drained_in_order_and_misframed_messages_do_not_stop_th
     assert stream.decode_errors == 2 and stream.last_seq == engine.seq - 1 and stream.lost == 0
 
 
+async def test_a_message_the_index_fails_on_is_logged_and_the_stream_goes_on(setup, monkeypatch) -> None:
+    engine, index, subscriber = setup
+    apply_events, calls = index.apply_events, []
+
+    def failing_once(pod: str, events: list) -> None:
+        calls.append(pod)
+        if len(calls) == 2:
+            raise RuntimeError("an index bug")
+        apply_events(pod, events)
+
+    monkeypatch.setattr(index, "apply_events", failing_once)
+    await engine.publish([stored([1], A[:4])])
+    await engine.publish([stored([2], A[4:8], parent=1)])  # the index fails on this one
+    await engine.publish([stored([11, 12], B)])
+    await eventually(lambda: index.score_tokens(B) == {"pod-a": 2})
+    stream = subscriber.streams["pod-a"]
+    assert stream.apply_errors == 1 and stream.last_seq == 2 and stream.gaps == 0 and engine.replay_requests == []
+    assert index.score_tokens(A) == {"pod-a": 1}
+
+
 async def test_gap_is_filled_by_replay(setup) -> None:
     engine, index, subscriber = setup
     await engine.publish([stored([1], A[:4])])

@@ -44,6 +44,7 @@ class PodStream:
     duplicates: int = 0
     restarts: int = 0
     decode_errors: int = 0
+    apply_errors: int = 0  # messages that decoded but the index failed on (a bug: logged with its traceback)
     replay_failures: int = 0
     # (after, upto]: seqs already applied from a replay that may still arrive live
     dup_window: tuple[int, int] | None = None
@@ -61,6 +62,7 @@ class PodStream:
             "duplicates": self.duplicates,
             "restarts": self.restarts,
             "decode_errors": self.decode_errors,
+            "apply_errors": self.apply_errors,
             "replay_failures": self.replay_failures,
         }
 
@@ -217,7 +219,11 @@ class KVEventSubscriber:
             stream.decode_errors += 1
             log.warning("KV events from %s: %s", stream.pod, exc)
             return
-        self.index.apply_events(stream.pod, events)
+        try:
+            self.index.apply_events(stream.pod, events)
+        except Exception:  # neither ends the subscription nor holds the seq back (replay would repeat it)
+            stream.apply_errors += 1
+            log.exception("KV events from %s: the index failed on a message", stream.pod)
 
     async def _replay(self, stream: PodStream, start: int) -> None:
         """Fetch and apply the buffered batches from ``start`` on, in order."""
