@@ -228,7 +228,8 @@ async def _consume(
         else:
             go.set()
             # Blocking the event loop keeps the subscriber's tasks from reading while ZMQ's I/O threads
-            # move every message into the SUB queues; a second after the last send they are all there.
+            # move the messages into the SUB queues (a second after the last send is ample for 200k small
+            # ones; any still in flight only make this case slower).
             if not sent.wait(120):
                 raise RuntimeError("the publisher did not finish sending")
             time.sleep(1.0)
