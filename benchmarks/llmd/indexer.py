@@ -176,6 +176,8 @@ def bench_zmq(n: int, pods: int, per_event: int = 1, per_message: int = 1, queue
     events = make_events(n, pods, chain=64, rng=rng)
     now = time.time()
     messages: list[tuple[int, bytes]] = []
+    if per_event > 1 and per_message > 1:
+        raise ValueError("multi-block events come one per message here")
     if per_message > 1:  # each pod's chains in order, a step's worth of events per message, pods in turn
         by_pod: list[list[BlockStored]] = [[] for _ in range(pods)]
         for i, (_, event) in enumerate(events):
@@ -185,12 +187,13 @@ def bench_zmq(n: int, pods: int, per_event: int = 1, per_message: int = 1, queue
                    for j in range(0, len(evs), per_message)] for evs in by_pod]
         for j in range(max(len(b) for b in bodies)):
             messages += [(pod, b[j]) for pod, b in enumerate(bodies) if j < len(b)]
-    for i in range(0, n if per_message == 1 else 0, per_event):
-        chunk = events[i : i + per_event]
-        parent = chunk[0][1].parent_block_hash if per_event == 1 else None
-        tokens = [t for _, e in chunk for t in e.token_ids]
-        body = msgpack.packb([now, [stored_map([e.block_hashes[0] for _, e in chunk], parent, tokens)], 0])
-        messages.append(((i // per_event) % pods, body))
+    else:
+        for i in range(0, n, per_event):
+            chunk = events[i : i + per_event]
+            parent = chunk[0][1].parent_block_hash if per_event == 1 else None
+            tokens = [t for _, e in chunk for t in e.token_ids]
+            body = msgpack.packb([now, [stored_map([e.block_hashes[0] for _, e in chunk], parent, tokens)], 0])
+            messages.append(((i // per_event) % pods, body))
     with tempfile.TemporaryDirectory(prefix="odh-kvbench-") as tmp:
         endpoints = [f"ipc://{tmp}/pod-{p}" for p in range(pods)]
         fork = multiprocessing.get_context("fork")
