@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -39,6 +43,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy and return that: the one way tests wait.
+
+    A test observes the state it needs instead of sleeping for a guessed time; the failure names ``what``
+    and the last value seen, so a timeout says what never happened.
+    """
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not met within {timeout:g} s (last: {value!r})")
+        time.sleep(interval)
+        value = check()
+    return value
+
+
+async def wait_until_async(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.01,
+                           what: str = "condition") -> T:
+    """``wait_until`` for code on an event loop: the loop keeps running between checks."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not met within {timeout:g} s (last: {value!r})")
+        await asyncio.sleep(interval)
+        value = check()
+    return value
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> httpx.Response:
