@@ -16,6 +16,7 @@ from serving.runtimes import v2
 from serving.runtimes.model import Model, ModelRepository
 from serving.runtimes.server import ModelServer, parse_args
 from serving.runtimes.v2 import Tensor
+from support import wait_until
 
 
 class Doubler(Model):
@@ -41,6 +42,10 @@ class Doubler(Model):
         return payload[0].data * 2
 
 
+def _wait_ready(client: TestClient) -> None:
+    wait_until(lambda: client.get("/v2/health/ready").status_code == 200, what="the model loaded")
+
+
 def _infer_body(data, datatype="FP32", shape=None) -> bytes:
     shape = shape or [len(data)]
     return orjson.dumps({"id": "req-7", "inputs": [{"name": "x", "shape": shape, "datatype": datatype, "data": data}]})
@@ -59,10 +64,7 @@ def test_not_ready_until_loaded_then_serves() -> None:
         assert response.status_code == 503 and "not ready" in response.json()["error"]
 
         client.portal.call(model.release.set)
-        for _ in range(100):
-            if client.get("/v2/health/ready").status_code == 200:
-                break
-            client.portal.call(asyncio.sleep, 0.01)
+        _wait_ready(client)
         assert client.get("/v2/health/ready").json() == {"ready": True}
         assert client.get("/v2/models/double/ready").json() == {"name": "double", "ready": True}
         assert client.get("/v1/models/double").json() == {"name": "double", "ready": True}
@@ -90,7 +92,7 @@ def test_error_statuses_and_bodies() -> None:
     model = Doubler()
     model.release.set()
     with TestClient(ModelServer(ModelRepository([model])).app) as client:
-        client.portal.call(asyncio.sleep, 0.05)
+        _wait_ready(client)
         cases = [
             (client.post("/v2/models/other/infer", content=_infer_body([1])), 404, "model 'other' is not served here"),
             (client.get("/v2/models/other"), 404, "this server serves: 'double'"),
@@ -118,7 +120,7 @@ def test_binary_request_and_binary_response() -> None:
     model = Doubler()
     model.release.set()
     with TestClient(ModelServer(ModelRepository([model])).app) as client:
-        client.portal.call(asyncio.sleep, 0.05)
+        _wait_ready(client)
         body, length = v2.encode_request(
             [Tensor.from_numpy("x", np.array([[1, 2], [3, 4]], dtype=np.int32))],
             binary=True,
@@ -143,7 +145,7 @@ def test_load_failure_calls_the_stop_hook() -> None:
     stopped = []
     server.on_load_failure = lambda: stopped.append(True)
     with TestClient(server.app) as client:
-        client.portal.call(asyncio.sleep, 0.05)
+        wait_until(lambda: stopped, what="the load-failure hook")
         assert client.get("/v2/health/ready").status_code == 503
     assert stopped == [True]
     assert "weights are corrupt" in str(server.load_error)
