@@ -99,24 +99,26 @@ def deployment_mode(isvc: InferenceService | dict[str, Any], default: str = "Sta
 # --------------------------------------------------------------------------- InferenceService
 
 
-def admit_inference_service(obj: dict[str, Any], *, config: AdmissionConfig | None = None) -> InferenceService:
+def admit_inference_service(obj: dict[str, Any], *, config: AdmissionConfig | None = None,
+                            max_replicas: int | None = None) -> InferenceService:
     """Default then validate an InferenceService manifest; return the typed, defaulted object.
 
-    Raises ``AdmissionError`` listing every rejected field.
+    ``max_replicas`` is the platform's limit on any component's minReplicas / maxReplicas (None: no
+    limit, as KServe). Raises ``AdmissionError`` listing every rejected field.
     """
     config = config or AdmissionConfig()
-    name = str(((obj.get("metadata") or {}) if isinstance(obj, dict) else {}).get("name") or "")
+    name = name_of(obj)
     fail = lambda errors: AdmissionError(errors, kind="InferenceService", name=name)  # noqa: E731
 
     if not isinstance(obj, dict):
         raise fail([FieldError("(root)", "must be a mapping (a Kubernetes object)")])
-    header = _check_header(obj, ISVC_API_VERSION, ("InferenceService",))
+    header = _check_header(obj, ISVC_API_VERSION, ("InferenceService",)) + check_metadata(obj)
     if header:
         raise fail(header)
 
     data = copy.deepcopy(obj)
     origin = _default(data, config)
-    errors = _validate(data, origin)
+    errors = _validate(data, origin, max_replicas)
     isvc: InferenceService | None = None
     try:
         isvc = InferenceService.model_validate(data)
@@ -126,6 +128,37 @@ def admit_inference_service(obj: dict[str, Any], *, config: AdmissionConfig | No
         raise fail(_dedupe(errors))
     assert isvc is not None
     return isvc
+
+
+def name_of(obj: Any) -> str:
+    """``metadata.name`` for error messages, whatever shape the object has."""
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def check_metadata(obj: dict[str, Any]) -> list[FieldError]:
+    """The shape of ``metadata`` every kind relies on before its own checks: an object, with an object
+    of string annotations and labels."""
+    metadata = obj.get("metadata")
+    if metadata is None:
+        return [FieldError("metadata", "is required: give at least metadata.name")]
+    if not isinstance(metadata, dict):
+        return [FieldError("metadata", f"must be an object with at least a name (got {type(metadata).__name__})")]
+    errors = []
+    for key in ("annotations", "labels"):
+        value = metadata.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+            errors.append(FieldError(f"metadata.{key}", "must be an object of string values"))
+    return errors
+
+
+def replica_limit_errors(field: str, value: Any, limit: int | None) -> list[FieldError]:
+    """A replica count beyond the platform's limit, named with the limit and how to raise it."""
+    if limit is None or not _is_int(value) or value <= limit:
+        return []
+    return [FieldError(field, f"is {value}, above this platform's limit of {limit} replicas per workload; "
+                              "lower it, or raise the limit (`odh up --max-replicas N`, or ODH_MAX_REPLICAS)")]
 
 
 def _check_header(obj: dict[str, Any], api_version: str, kinds: tuple[str, ...]) -> list[FieldError]:
@@ -153,7 +186,8 @@ def _default(data: dict[str, Any], config: AdmissionConfig) -> str | None:
     if DEPLOYMENT_MODE_ANNOTATION not in annotations:
         metadata["annotations"] = {**annotations, DEPLOYMENT_MODE_ANNOTATION: config.default_deployment_mode}
 
-    predictor = (data.get("spec") or {}).get("predictor")
+    spec = data.get("spec")
+    predictor = spec.get("predictor") if isinstance(spec, dict) else None
     if not isinstance(predictor, dict):
         return None
     present = _implementations(predictor)
@@ -195,7 +229,7 @@ def _implementations(predictor: dict[str, Any]) -> list[str]:
     return found
 
 
-def _validate(data: dict[str, Any], origin: str | None) -> list[FieldError]:
+def _validate(data: dict[str, Any], origin: str | None, max_replicas: int | None = None) -> list[FieldError]:
     errors: list[FieldError] = []
     metadata = data["metadata"]
     errors += _validate_name(metadata.get("name"))
@@ -217,6 +251,12 @@ def _validate(data: dict[str, Any], origin: str | None) -> list[FieldError]:
         )
 
     spec = data.get("spec")
+    if isinstance(spec, dict):
+        # Transformer and explainer are not reconciled yet, but their replicas count against the limit too.
+        for component in ("predictor", "transformer", "explainer"):
+            if isinstance(spec.get(component), dict):
+                for key in ("minReplicas", "maxReplicas"):
+                    errors += replica_limit_errors(f"spec.{component}.{key}", spec[component].get(key), max_replicas)
     predictor = spec.get("predictor") if isinstance(spec, dict) else None
     if not isinstance(predictor, dict):
         errors.append(FieldError("spec.predictor", "is required: describe the model to serve under spec.predictor"))
@@ -354,11 +394,11 @@ def _dedupe(errors: list[FieldError]) -> list[FieldError]:
 def admit_serving_runtime(obj: dict[str, Any]) -> ServingRuntime | ClusterServingRuntime:
     """Validate a ServingRuntime or ClusterServingRuntime; return the typed object."""
     kind = obj.get("kind") if isinstance(obj, dict) else None
-    name = str(((obj.get("metadata") or {}) if isinstance(obj, dict) else {}).get("name") or "")
+    name = name_of(obj)
     label = kind if kind in ("ServingRuntime", "ClusterServingRuntime") else "ServingRuntime"
     if not isinstance(obj, dict):
         raise AdmissionError([FieldError("(root)", "must be a mapping (a Kubernetes object)")], kind=label, name=name)
-    header = _check_header(obj, RUNTIME_API_VERSION, ("ServingRuntime", "ClusterServingRuntime"))
+    header = _check_header(obj, RUNTIME_API_VERSION, ("ServingRuntime", "ClusterServingRuntime")) + check_metadata(obj)
     if header:
         raise AdmissionError(header, kind=label, name=name)
 
@@ -369,7 +409,7 @@ def admit_serving_runtime(obj: dict[str, Any]) -> ServingRuntime | ClusterServin
     formats = spec.get("supportedModelFormats")
     if not formats:
         errors.append(FieldError("spec.supportedModelFormats", "is required: list the model formats this runtime serves"))
-    for i, fmt in enumerate(formats or []):
+    for i, fmt in enumerate(formats if isinstance(formats, list) else []):
         if not isinstance(fmt, dict):
             continue
         priority = fmt.get("priority")
@@ -378,7 +418,7 @@ def admit_serving_runtime(obj: dict[str, Any]) -> ServingRuntime | ClusterServin
     containers = spec.get("containers")
     if not containers:
         errors.append(FieldError("spec.containers", "is required: give the model server container"))
-    for i, container in enumerate(containers or []):
+    for i, container in enumerate(containers if isinstance(containers, list) else []):
         if isinstance(container, dict) and not container.get("image"):
             errors.append(FieldError(f"spec.containers[{i}].image", "is required"))
 

@@ -16,25 +16,42 @@ from datetime import datetime, timezone
 from typing import Any
 
 from serving.errors import AdmissionError, FieldError
-from serving.kserve.admission import _check_header, _validate_name, _validate_storage_uri
+from serving.kserve.admission import (
+    _check_header,
+    _validate_name,
+    _validate_storage_uri,
+    check_metadata,
+    name_of,
+    replica_limit_errors,
+)
 from serving.kserve.status import _aggregate, _condition, _timestamp, stamp_transitions
 
 API_VERSIONS = ("serving.kserve.io/v1alpha2", "serving.kserve.io/v1alpha1")
 KIND = "LLMInferenceService"
 
 
-def admit_llm_inference_service(obj: dict[str, Any]) -> dict[str, Any]:
-    """Defaults then validation; returns the admitted copy or raises AdmissionError listing every field."""
+def admit_llm_inference_service(obj: dict[str, Any], *, max_replicas: int | None = None) -> dict[str, Any]:
+    """Defaults then validation; returns the admitted copy or raises AdmissionError listing every field.
+
+    ``max_replicas`` is the platform's limit on engine replicas (None: no limit, as KServe).
+    """
+    name = name_of(obj)
+    if not isinstance(obj, dict):
+        raise AdmissionError([FieldError("(root)", "must be a mapping (a Kubernetes object)")], KIND, name)
     data = copy.deepcopy(obj)
     errors: list[FieldError] = []
     version = data.get("apiVersion")
     errors += _check_header(data, version if version in API_VERSIONS else API_VERSIONS[0], (KIND,))
-    meta = data.setdefault("metadata", {})
-    meta.setdefault("namespace", "default")
+    shape = check_metadata(data)
+    if shape:
+        raise AdmissionError([*errors, *shape], KIND, name)
+    meta = data["metadata"]
+    if not meta.get("namespace"):
+        meta["namespace"] = "default"
     errors += _validate_name(meta.get("name"))
     spec = data.get("spec")
     if not isinstance(spec, dict):
-        raise AdmissionError([*errors, FieldError("spec", "is required: give at least spec.model.uri")], KIND, str(meta.get("name", "")))
+        raise AdmissionError([*errors, FieldError("spec", "is required: give at least spec.model.uri")], KIND, name)
     model = spec.get("model")
     if not isinstance(model, dict):
         errors.append(FieldError("spec.model", "is required: give spec.model.uri (hf://, s3://, pvc://, file:// or a path)"))
@@ -43,6 +60,7 @@ def admit_llm_inference_service(obj: dict[str, Any]) -> dict[str, Any]:
         model.setdefault("name", meta.get("name"))
     spec.setdefault("replicas", 1)
     errors += _replicas("spec.replicas", spec["replicas"], minimum=0)
+    errors += replica_limit_errors("spec.replicas", spec["replicas"], max_replicas)
     prefill = spec.get("prefill")
     if prefill is not None:
         if not isinstance(prefill, dict):
@@ -50,8 +68,9 @@ def admit_llm_inference_service(obj: dict[str, Any]) -> dict[str, Any]:
         else:
             prefill.setdefault("replicas", 1)
             errors += _replicas("spec.prefill.replicas", prefill["replicas"], minimum=1)
+            errors += replica_limit_errors("spec.prefill.replicas", prefill["replicas"], max_replicas)
     if errors:
-        raise AdmissionError(errors, KIND, str(meta.get("name", "")))
+        raise AdmissionError(errors, KIND, name)
     return data
 
 

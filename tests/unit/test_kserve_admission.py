@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas import sample_files
 
@@ -16,6 +18,7 @@ from serving.kserve import (
     admit_serving_runtime,
     deployment_mode,
 )
+from serving.kserve.objects import admit_object
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "kserve" / "samples"
 MODE = "serving.kserve.io/deploymentMode"
@@ -293,3 +296,99 @@ def test_serving_runtime_kind_and_version_are_checked():
     with pytest.raises(AdmissionError) as caught:
         admit_serving_runtime(manifest)
     assert caught.value.field == "kind"
+
+
+# ---------------------------------------------------------------- the kinds users apply, and the replica limit
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "ownerReferences": ["x"]}},
+        {"apiVersion": "v1", "kind": "Nope", "metadata": {"name": "x"}},
+        {"apiVersion": "serving.kserve.io/v1beta1", "metadata": {"name": "x"}},
+        {"apiVersion": "serving.kserve.io/v1beta1", "kind": ["InferenceService"], "metadata": {"name": "x"}},
+    ],
+)
+def test_only_the_kinds_users_own_are_admitted_and_the_refusal_lists_them(manifest):
+    with pytest.raises(AdmissionError) as caught:
+        admit_object(manifest)
+    assert caught.value.field == "kind"
+    for kind in ("InferenceService", "LLMInferenceService", "ServingRuntime", "ClusterServingRuntime"):
+        assert kind in caught.value.reason
+
+
+def test_a_known_kind_in_the_wrong_api_group_names_api_version():
+    manifest = _isvc()
+    manifest["apiVersion"] = "apps/v1"
+    with pytest.raises(AdmissionError) as caught:
+        admit_object(manifest)
+    assert caught.value.field == "apiVersion"
+
+
+def test_admit_object_dispatches_each_user_kind_to_its_admission():
+    assert admit_object(_isvc())["spec"]["predictor"]["model"]["modelFormat"]["name"] == "sklearn"
+    assert admit_object(_runtime())["kind"] == "ClusterServingRuntime"
+    llm = {"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService", "metadata": {"name": "tiny"},
+           "spec": {"model": {"uri": "hf://org/tiny"}}}
+    assert admit_object(llm)["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("component", ["predictor", "transformer", "explainer"])
+@pytest.mark.parametrize("field", ["minReplicas", "maxReplicas"])
+def test_replicas_beyond_the_platform_limit_are_refused_naming_the_field_the_limit_and_how_to_raise_it(component, field):
+    manifest = _isvc()
+    manifest["spec"].setdefault(component, {})[field] = 500
+    with pytest.raises(AdmissionError) as caught:
+        admit_inference_service(manifest, max_replicas=16)
+    errors = {e.field: e.reason for e in caught.value.errors}
+    reason = errors[f"spec.{component}.{field}"]
+    assert "500" in reason and "16" in reason and "--max-replicas" in reason and "ODH_MAX_REPLICAS" in reason
+    # At the limit is fine, and without a limit (pure KServe admission) nothing is refused.
+    manifest["spec"][component][field] = 16
+    assert admit_inference_service(manifest, max_replicas=16)
+    manifest["spec"][component][field] = 500
+    assert admit_inference_service(manifest)
+
+
+def test_admit_object_passes_the_replica_limit_on():
+    manifest = _isvc({"sklearn": {"storageUri": "gs://b/m"}, "minReplicas": 3})
+    with pytest.raises(AdmissionError, match="spec.predictor.minReplicas"):
+        admit_object(manifest, max_replicas=2)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+_KEYS = ("apiVersion", "kind", "metadata", "spec", "name", "namespace", "annotations", "predictor", "sklearn",
+         "model", "storageUri", "minReplicas", "maxReplicas", "replicas", "prefill", "uri",
+         "supportedModelFormats", "containers", "transformer", "explainer")
+
+
+def _shaped(kind: str, api_version: str) -> st.SearchStrategy[dict]:
+    """Objects of ``kind`` whose fields are right, wrong or junk in every combination."""
+    leaf = _JSON | st.sampled_from(_KEYS)
+    tree = st.recursive(leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), c, max_size=5),
+                        max_leaves=25)
+    return st.fixed_dictionaries({"apiVersion": st.just(api_version) | _JSON, "kind": st.just(kind) | _JSON},
+                                 optional={"metadata": tree, "spec": tree})
+
+
+@settings(max_examples=400, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(st.one_of(
+    _JSON,
+    _shaped("InferenceService", "serving.kserve.io/v1beta1"),
+    _shaped("LLMInferenceService", "serving.kserve.io/v1alpha2"),
+    _shaped("ServingRuntime", "serving.kserve.io/v1alpha1"),
+    _shaped("ClusterServingRuntime", "serving.kserve.io/v1alpha1"),
+))
+def test_admission_of_any_json_either_admits_or_names_the_fields(obj):
+    try:
+        admitted = admit_object(obj, max_replicas=4)
+    except AdmissionError as exc:
+        assert exc.errors and all(isinstance(e.field, str) and e.reason for e in exc.errors)
+    else:
+        assert isinstance(admitted, dict) and admitted["metadata"]["name"]

@@ -129,3 +129,22 @@ def test_status_is_ready_only_with_every_engine_and_the_router() -> None:
         "MainWorkloadReady": "True", "RouterReady": "True", "Ready": "True"}
     assert ready["url"] == url and ready["addresses"] == [{"name": "gateway", "url": url}]
     assert_valid({**llm, "status": ready}, "serving.kserve.io_llminferenceservices.yaml", "v1alpha2")
+
+
+@pytest.mark.parametrize(("spec", "field"), [({"replicas": 500}, "spec.replicas"),
+                                             ({"prefill": {"replicas": 500}}, "spec.prefill.replicas")])
+def test_replicas_beyond_the_platform_limit_are_refused_naming_the_field(spec: dict, field: str) -> None:
+    with pytest.raises(AdmissionError) as rejected:
+        admit_llm_inference_service(llmisvc(**spec), max_replicas=8)
+    reasons = {e.field: e.reason for e in rejected.value.errors}
+    assert "500" in reasons[field] and "8" in reasons[field] and "--max-replicas" in reasons[field]
+    assert admit_llm_inference_service(llmisvc(**spec))  # no limit given: KServe's own admission
+
+
+@pytest.mark.parametrize("junk", [None, "x", [1], {"name": ["x"]}])
+def test_junk_metadata_is_named_not_a_crash(junk: object) -> None:
+    bad = llmisvc()
+    bad["metadata"] = junk
+    with pytest.raises(AdmissionError) as rejected:
+        admit_llm_inference_service(bad)
+    assert {e.field for e in rejected.value.errors} & {"metadata", "metadata.name"}
