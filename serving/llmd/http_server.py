@@ -10,7 +10,15 @@ and body in two syscalls. Here:
 * a complete response is one ``transport.write`` (head and body together); a streamed one is chunked
   and each piece is written as it arrives, so SSE reaches the client event by event;
 * the client closing its side cancels the running handler (and so the request to the engine);
-* malformed HTTP gets a 400 and the connection closes;
+* framing comes only from what this server parsed: ambiguous framing (Content-Length with
+  Transfer-Encoding, two lengths, a coding other than chunked, obsolete line folding, bare LF or CR, two
+  Hosts) is refused before any handler runs, and trailer fields never become headers;
+* limits: a body over ``RequestLimits.max_body`` is 413 (as soon as its length says so, before it is
+  read), a head over ``max_head`` 431, a head not complete within ``head_timeout`` or a body with no byte
+  for ``body_timeout`` 408;
+* a refusal (400/408/413/431/501) is answered in order after whatever was pipelined before it, then the
+  connection is half-closed and what the client still sends is read and dropped for a moment, so that
+  the client sees the answer rather than a reset;
 * ``stop`` stops accepting, closes idle connections and lets in-flight requests finish within a grace
   period before cancelling them.
 
@@ -26,24 +34,50 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httptools
+import orjson
 
 log = logging.getLogger(__name__)
 
 # Requests parsed ahead of the running one before the connection stops reading.
 PIPELINE_LIMIT = 16
-# Request bodies above this are refused with 413 (batch inputs are the large ones).
-MAX_BODY = 256 << 20
 # A connection with no request in flight for this long is closed.
 IDLE_TIMEOUT = 60.0
+# After a refusal: how long what the client still sends is read and dropped before the connection closes
+# (closing with unread input makes the kernel send a reset, which can destroy the answer in flight).
+LINGER_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one request may ask of the router; the defaults are the embedded platform's
+    (``serving.platform.local.limits.PlatformLimits``), so the router behind the gateway refuses nothing the
+    gateway let through. Batch inputs are the large bodies: 100 MiB is ~2 KB per line at the 50,000-line
+    batch limit."""
+
+    max_body: int = 100 << 20  # bytes of request body; larger is 413
+    max_head: int = 64 << 10  # bytes of request line and headers; larger is 431
+    head_timeout: float = 30.0  # seconds from a head's first byte to its end; then 408
+    body_timeout: float = 60.0  # seconds a body may go without a byte arriving; then 408
+
+
+class _Refusal(Exception):
+    """Raised from a parser callback: the request is answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 _REASONS = {100: b"Continue", 200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content",
             301: b"Moved Permanently", 302: b"Found", 304: b"Not Modified", 307: b"Temporary Redirect",
             400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
             405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
-            422: b"Unprocessable Content", 429: b"Too Many Requests", 500: b"Internal Server Error",
+            422: b"Unprocessable Content", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
+            500: b"Internal Server Error",
             501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
 _STATUS_LINES: dict[int, bytes] = {}
 
@@ -87,7 +121,7 @@ class HttpRequest:
     """One parsed request; header names are lower-case bytes, values as sent."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "http_version", "keep_alive", "expect_continue",
-                 "_parts", "_size", "_url")
+                 "refusal", "_parts", "_size", "_url", "_head_size")
 
     def __init__(self) -> None:
         self.method = ""
@@ -98,9 +132,11 @@ class HttpRequest:
         self.http_version = "1.1"
         self.keep_alive = True
         self.expect_continue = False
+        self.refusal: _Refusal | None = None  # set: not a request, the refusal to answer in its place
         self._parts: list[bytes] = []
         self._size = 0
         self._url = b""
+        self._head_size = 0
 
     def header(self, name: bytes) -> str | None:
         """The first value of ``name`` (lower-case), decoded as latin-1."""
@@ -201,9 +237,13 @@ class Writer:
 class HttpServer:
     """``start`` binds and serves; ``stop`` shuts down gracefully."""
 
-    def __init__(self, handler: Handler, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(self, handler: Handler, *, idle_timeout: float = IDLE_TIMEOUT,
+                 limits: RequestLimits = RequestLimits()) -> None:
         self.handler = handler
         self.idle_timeout = idle_timeout
+        self.limits = limits
+        # One timer sweeps every connection; often enough that no timeout overshoots by more than a quarter.
+        self._sweep_every = min(idle_timeout, limits.head_timeout, limits.body_timeout) / 4
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -216,7 +256,7 @@ class HttpServer:
         self._server = await self._loop.create_server(lambda: _Connection(self), host, port, reuse_address=True,
                                                       backlog=2048)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = self._loop.call_later(self.idle_timeout / 4, self._sweep)
+        self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
         return self.port
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -241,20 +281,31 @@ class HttpServer:
         self._server = None
 
     def _sweep(self) -> None:
-        """Close idle keep-alive connections (one timer for all of them)."""
+        """One timer for all connections: close idle keep-alive ones, answer 408 where a request head or
+        body is overdue. Only while nothing runs on the connection: then the wait is on the client."""
         assert self._loop is not None
-        cutoff = self._loop.time() - self.idle_timeout
+        now = self._loop.time()
+        limits = self.limits
         for conn in list(self._conns):
-            if conn.idle() and conn.last_active < cutoff:
-                conn.close()
-        self._sweeper = self._loop.call_later(self.idle_timeout / 4, self._sweep)
+            if conn.task is not None or conn.queue or conn.closed or conn.refused:
+                continue
+            if conn.current is None:
+                if conn.last_active < now - self.idle_timeout:
+                    conn.close()
+            elif not conn.in_body:
+                if max(conn.head_started, conn.last_active) < now - limits.head_timeout:
+                    conn.refuse(_Refusal(408, f"the request head was not complete within {limits.head_timeout:g} s"))
+            elif max(conn.last_read, conn.last_active) < now - limits.body_timeout:
+                conn.refuse(_Refusal(408, f"no byte of the request body arrived for {limits.body_timeout:g} s"))
+        self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
 
 
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests and runs them one at a time, in arrival order."""
 
     __slots__ = ("server", "loop", "transport", "parser", "current", "queue", "task", "closed", "paused",
-                 "write_paused", "_drain", "_lost", "last_active", "too_large")
+                 "write_paused", "_drain", "_lost", "last_active", "last_read", "head_started", "head_bytes",
+                 "in_body", "begun", "refused", "_linger")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -270,7 +321,13 @@ class _Connection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._lost: asyncio.Future[None] | None = None  # made only when someone waits for the close
         self.last_active = self.loop.time()  # type: ignore[union-attr]
-        self.too_large = False
+        self.last_read = self.last_active  # when the client last sent a byte
+        self.head_started = self.last_active  # when the head being parsed began
+        self.head_bytes = 0  # bytes of an incomplete head seen so far (an upper bound)
+        self.in_body = False  # the current request's head is complete
+        self.begun = False  # a request began during the feed in progress
+        self.refused = False  # a refusal is queued or sent: nothing more is parsed
+        self._linger: asyncio.TimerHandle | None = None
 
     @property
     def closing(self) -> bool:
@@ -286,12 +343,44 @@ class _Connection(asyncio.Protocol):
         self.server._conns.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # waiting to answer a refusal, or lingering after it: the rest is dropped
+        self.last_read = self.loop.time()  # type: ignore[union-attr]
+        current = self.current
+        was_in_head = current is not None and not self.in_body
+        # Where the body being read ends in this data, when its length says so: a head that begins in
+        # this data begins there or later.
+        body_left = 0
+        if current is not None and self.in_body:
+            length = current.header(b"content-length")
+            if length is not None:
+                body_left = int(length) - current._size
+        self.begun = False
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refusal = exc.__context__
+            if not isinstance(refusal, _Refusal):
+                raise
+            self.refuse(refusal)
+            return
         except httptools.HttpParserUpgrade:
-            self._error(501, b"upgrades are not supported")
-        except httptools.HttpParserError:
-            self._error(400, b"malformed HTTP request")
+            self.refuse(_Refusal(501, "protocol upgrades are not supported"))
+            return
+        except httptools.HttpParserError as exc:
+            self.refuse(_Refusal(400, f"malformed HTTP request: {exc}"))
+            return
+        if self.current is not None and not self.in_body:
+            # httptools holds a header line until it ends, so an endless head is counted here, by the
+            # bytes that can belong to it: all of this data if the head began earlier, else what follows
+            # the last blank line and the end of the body before it.
+            if was_in_head and not self.begun:
+                self.head_bytes += len(data)
+            else:
+                start = max(data.rfind(b"\r\n\r\n") + 4, body_left, 0)
+                self.head_bytes = max(0, len(data) - start)
+            if self.head_bytes > self.server.limits.max_head:
+                self.refuse(_Refusal(431, f"the request head is larger than {self.server.limits.max_head} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         # EOF lands here too (eof_received is not overridden): a client that closes its side has left,
@@ -300,6 +389,8 @@ class _Connection(asyncio.Protocol):
         self.server._conns.discard(self)
         self.queue.clear()
         self.current = None
+        if self._linger is not None:
+            self._linger.cancel()
         if self.task is not None:
             self.task.cancel()
         for future in (self._drain, self._lost):
@@ -318,24 +409,41 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.current = HttpRequest()
-        self.too_large = False
+        self.in_body = False
+        self.begun = True
+        self.head_started = self.last_read
 
     def on_url(self, url: bytes) -> None:
-        self.current._url += url  # type: ignore[union-attr]
+        request = self.current
+        request._url += url  # type: ignore[union-attr]
+        request._head_size += len(url)  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.current.headers.append((name.lower(), value))  # type: ignore[union-attr]
+        if self.in_body:
+            return  # a trailer field: the request's headers were final when its body began
+        request = self.current
+        request.headers.append((name.lower(), value))  # type: ignore[union-attr]
+        request._head_size += len(name) + len(value) + 4  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         request = self.current
         assert request is not None
         parser = self.parser
+        limits = self.server.limits
+        self.head_bytes = 0
+        if request._head_size > limits.max_head:
+            raise _Refusal(431, f"the request head is larger than {limits.max_head} bytes")
         request.method = parser.get_method().decode("ascii")
         request.http_version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
+        _check_framing(request)
+        length = request.header(b"content-length")
+        if length is not None and int(length) > limits.max_body:
+            raise _Refusal(413, f"the request body is larger than {limits.max_body} bytes")
         url = httptools.parse_url(request._url)
         request.path = url.path.decode("utf-8", "replace") if url.path else "/"
         request.query = url.query or b""
+        self.in_body = True
         for name, value in request.headers:
             if name == b"expect" and value.lower() == b"100-continue":
                 request.expect_continue = True
@@ -347,23 +455,23 @@ class _Connection(asyncio.Protocol):
         request = self.current
         assert request is not None
         request._size += len(body)
-        if request._size > MAX_BODY:
-            self.too_large = True
-            request._parts.clear()
-            return
+        if request._size > self.server.limits.max_body:  # chunked: no length said so up front
+            raise _Refusal(413, f"the request body is larger than {self.server.limits.max_body} bytes")
         request._parts.append(body)
 
     def on_message_complete(self) -> None:
         request = self.current
         self.current = None
+        self.in_body = False
         assert request is not None
         parts = request._parts
         request.body = parts[0] if len(parts) == 1 else b"".join(parts)
         request._parts = []
-        if self.too_large:
-            request.body = b""
-            request.keep_alive = False
-            request.method = "!413"
+        self._enqueue(request)
+
+    # request running
+
+    def _enqueue(self, request: HttpRequest) -> None:
         self.queue.append(request)
         if self.task is None:
             self._next()
@@ -371,24 +479,55 @@ class _Connection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
 
-    # request running
+    def refuse(self, refusal: _Refusal) -> None:
+        """Stop parsing; answer ``refusal`` after the requests already parsed, then close."""
+        if self.refused or self.closed:
+            return
+        self.refused = True
+        self.current = None
+        self.in_body = False
+        request = HttpRequest()
+        request.refusal = refusal
+        request.keep_alive = False
+        if self.task is not None and not self.paused:
+            self.paused = True  # read nothing more until it is our turn to answer
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._enqueue(request)
 
     def _next(self) -> None:
         request = self.queue.popleft()
-        if self.paused and len(self.queue) < PIPELINE_LIMIT // 2:
+        if self.paused and len(self.queue) < PIPELINE_LIMIT // 2 and not self.refused:
             self.paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
+        if request.refusal is not None:
+            self._answer_refusal(request.refusal)
+            return
         if request.expect_continue:  # its body is in already: the client did not wait for the 100
             request.expect_continue = False
         self.task = self.loop.create_task(self._run(request))  # type: ignore[union-attr]
 
+    def _answer_refusal(self, refusal: _Refusal) -> None:
+        """Write the refusal, shut our side down, and drop what still comes for ``LINGER_S`` seconds."""
+        if self.closed:
+            return
+        body = orjson.dumps({"error": refusal.message})
+        self.write(_status_line(refusal.status) + b"content-type: application/json\r\ncontent-length: %d\r\n"
+                   b"connection: close\r\n\r\n%s" % (len(body), body))
+        transport = self.transport
+        assert transport is not None
+        if not transport.can_write_eof():
+            self.close()
+            return
+        transport.write_eof()
+        if self.paused:
+            self.paused = False
+            transport.resume_reading()
+        self._linger = self.loop.call_later(LINGER_S, self.close)  # type: ignore[union-attr]
+
     async def _run(self, request: HttpRequest) -> None:
         out = Writer(self, request)
         try:
-            if request.method == "!413":
-                out.send(413, [(b"content-type", b"application/json")], b'{"error":"request body too large"}')
-            else:
-                await self.server.handler(request, out)
+            await self.server.handler(request, out)
             if not out.started:
                 out.send(500, [(b"content-type", b"application/json")], b'{"error":"no response"}')
             elif not out.finished:
@@ -409,7 +548,9 @@ class _Connection(asyncio.Protocol):
         self.last_active = self.loop.time()  # type: ignore[union-attr]
         if self.closed:
             return
-        if not out.keep_alive or self.server.closing:
+        if self.queue and self.queue[0].refusal is not None:
+            self._next()  # the refusal next in line closes the connection itself
+        elif not out.keep_alive or self.server.closing:
             self.close()
         elif self.queue:
             self._next()
@@ -450,13 +591,22 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _error(self, status: int, message: bytes) -> None:
-        if self.task is None and not self.closed:
-            body = b'{"error":"%s"}' % message
-            self.write(_status_line(status) + b"content-type: application/json\r\ncontent-length: %d\r\n"
-                       b"connection: close\r\n\r\n%s" % (len(body), body))
-        self.queue.clear()
-        self.close()
+
+def _check_framing(request: HttpRequest) -> None:
+    """Refuse what two parsers could frame differently (RFC 9112 sections 3.2 and 6): httptools already
+    refuses Content-Length with Transfer-Encoding, two Content-Lengths, obsolete line folding and bare line
+    ends; this adds a coding list (we decode only ``chunked``), Transfer-Encoding in HTTP/1.0 and two Hosts."""
+    hosts = 0
+    for name, value in request.headers:
+        if name == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":
+                raise _Refusal(400, "Transfer-Encoding: only 'chunked' is accepted")
+            if request.http_version == "1.0":
+                raise _Refusal(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        elif name == b"host":
+            hosts += 1
+            if hosts > 1:
+                raise _Refusal(400, "more than one Host header")
 
 
 class AsgiBridge:
