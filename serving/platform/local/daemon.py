@@ -55,6 +55,7 @@ from serving.kserve.types import ClusterServingRuntime, ServingRuntime
 from serving.platform.local.api import build_api
 from serving.platform.local.deployments import DeploymentRunner
 from serving.platform.local.gateway import Gateway
+from serving.platform.local.orphans import stop_orphans
 from serving.platform.local.pods import PodPlan
 from serving.platform.local.routes import RouteTable
 from serving.platform.local.store import ObjectStore, key_of
@@ -139,6 +140,7 @@ class Daemon:
 
     async def run(self) -> None:
         with _single_instance(self.files.lock):
+            stop_orphans(self.files.pods)  # what a killed predecessor left running; replicas start fresh below
             port = await self.gateway.start(self.gateway_host, self.gateway_port)
             self.gateway_port = port
             api = _QuietServer(uvicorn.Config(build_api(self), uds=str(self.files.socket), log_level="warning",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 from serving.errors import PlatformError
 from serving.platform.local.client import LocalPlatform
 from serving.platform.local.daemon import DaemonFiles
+from serving.platform.local.orphans import stop_orphans
 
 
 def daemon_info(state: Path) -> dict[str, Any] | None:
@@ -58,20 +60,40 @@ def start_daemon(state: Path, gateway_port: int, *, timeout: float = 30.0, env: 
 
 
 def stop_daemon(state: Path, *, timeout: float = 30.0) -> bool:
-    """Stop the daemon and every replica it runs; False when none was running."""
+    """Stop the daemon and every replica it runs, and any replica a killed daemon left behind; False
+    when nothing was running."""
+    files = DaemonFiles(state)
     info = daemon_info(state)
-    if info is None:
-        return False
-    pid = int(info["pid"])
+    if info is not None:
+        _stop_process(int(info["pid"]), timeout)
+    return _stop_orphans(files) or info is not None
+
+
+def _stop_process(pid: int, timeout: float) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _exited(pid):
-            return True
+            return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    return True
+        os.killpg(pid, signal.SIGKILL)  # its replicas run in their own sessions: _stop_orphans stops them
+    deadline = time.monotonic() + 5.0
+    while not _exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _stop_orphans(files: DaemonFiles) -> bool:
+    """Stop the replicas a dead daemon left, holding the daemon lock so that no daemon starts meanwhile
+    (a live daemon holds the lock: its replicas are its own to stop)."""
+    if not files.lock.exists():
+        return False
+    with files.lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return bool(stop_orphans(files.pods))
 
 
 def _exited(pid: int) -> bool:

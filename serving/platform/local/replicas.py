@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from serving.platform.local.orphans import forget_process, kill_leftovers, record_process
 from serving.platform.local.pods import PodPlan, materialize
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class Replica:
                 *argv, env={**os.environ, **env}, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )
+        record_process(self.pod_dir, self._proc.pid)  # a daemon killed from now on leaves a way to stop it
         exited = asyncio.create_task(self._proc.wait())
         probe = asyncio.create_task(self._probe_loop())
         try:
@@ -165,6 +167,7 @@ class Replica:
         if replaced:  # probing gave up on a live process: replace it (the probe's message says why)
             await self._terminate()
         code = await exited
+        self._reap_group()
         if replaced and not self._stopping:
             log.warning("replica %s: %s; replaced", self.name, self.message)
         elif not self._stopping:
@@ -210,16 +213,25 @@ class Replica:
 
     async def _terminate(self) -> None:
         proc = self._proc
-        if proc is None or proc.returncode is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE)
-        except TimeoutError:
+        if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        """Once the leader has exited, nothing of its process group may stay (as a pod's containers go
+        with it); then its pid record goes."""
+        if self._proc is not None and self._proc.returncode is not None:
+            kill_leftovers(self._proc.pid)
+            forget_process(self.pod_dir)
 
     _was_ready = False
 
