@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import boto3
 import httpx
+import psutil
 import pytest
 
 from serving.config import mlflow_tracking_uri
@@ -71,6 +73,9 @@ def test_deploys_from_s3_and_retires(odh_state: Path, s3_server: str) -> None:
     platform = LocalPlatform(odh_state)
     pods = [p for p in platform.pods() if p["deployment"] == "iris-s3-predictor"]
     assert pods and all(p["ready"] for p in pods)
+    # The daemon's storage initializer used the S3 credentials; the model server never had them.
+    environ = psutil.Process(pods[0]["pid"]).environ()
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] and not {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"} & set(environ)
     retired = retire(name="iris-s3", state_dir=str(odh_state))
     assert retired == ["iris-s3/1"]
     assert [p for p in platform.pods() if p["deployment"] == "iris-s3-predictor"] == []

@@ -98,3 +98,25 @@ def test_an_unmapped_port_inside_a_string_is_left_alone(tmp_path: Path) -> None:
     plan = plan_pod(template(args=["--upstream=http://127.0.0.1:9999/x", "--http_port=8080"]))
     argv, _ = materialize(plan, port=50001, model_dir=tmp_path)
     assert "--upstream=http://127.0.0.1:9999/x" in argv and "--http_port=50001" in argv
+
+
+def test_a_replica_inherits_the_daemons_environment_without_its_credentials() -> None:
+    from serving.platform.local.pods import replica_environment
+
+    daemon = {
+        "PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "ODH_STATE_DIR": "/s",
+        "ODH_MAX_REPLICAS": "8", "HF_HUB_OFFLINE": "1", "HF_HOME": "/hf", "TOKENIZERS_PARALLELISM": "false",
+        "VLLM_CPU_KVCACHE_SPACE": "1", "MLFLOW_TRACKING_URI": "sqlite:///m.db", "PYTHONPATH": "/p",
+        # storage and registry credentials: the storage initializer's alone
+        "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t", "AWS_PROFILE": "p",
+        "AWS_SHARED_CREDENTIALS_FILE": "/c", "AWS_ENDPOINT_URL": "http://s3", "HF_TOKEN": "h",
+        "HUGGING_FACE_HUB_TOKEN": "h", "MLFLOW_TRACKING_PASSWORD": "pw", "MLFLOW_TRACKING_TOKEN": "t",
+        "MLFLOW_TRACKING_USERNAME": "u", "AZURE_STORAGE_CONNECTION_STRING": "a", "AZURE_CLIENT_SECRET": "a",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/g.json", "OPENAI_API_KEY": "o", "PREFECT_API_KEY": "p",
+        "DB_PASSWORD": "x", "GITHUB_TOKEN": "g", "SSH_AUTH_SOCK": "/agent",
+    }
+    assert replica_environment(daemon) == {
+        "PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "ODH_STATE_DIR": "/s",
+        "ODH_MAX_REPLICAS": "8", "HF_HUB_OFFLINE": "1", "HF_HOME": "/hf", "TOKENIZERS_PARALLELISM": "false",
+        "VLLM_CPU_KVCACHE_SPACE": "1", "MLFLOW_TRACKING_URI": "sqlite:///m.db", "PYTHONPATH": "/p",
+    }

@@ -7,6 +7,18 @@ runtime environment's, named by the ``serving.odh.io/runtime-env`` pod annotatio
 pointed at the replica's model directory and every container port at its own free loopback port:
 ``--port=N``, ``--port N``, ``tcp://*:N`` and ``$(POD_IP):N`` all follow. ``$(VAR)`` references expand
 as the kubelet expands them, with ``status.podIP`` being 127.0.0.1.
+
+A replica starts with the daemon's environment minus its credentials (``replica_environment``): in
+KServe only the storage-initializer container is given the storage secret, and the model server never
+sees it. Locally the storage initializer is the daemon's own model fetch, so the daemon keeps them and
+no replica or custom container inherits them. Dropped, by name: every ``AWS_*`` (keys, session token,
+profile, credential and config files, endpoints), ``AZURE_*``, ``GOOGLE_APPLICATION_CREDENTIALS`` and
+other ``GOOGLE_*CREDENTIALS*``, ``MLFLOW_TRACKING_{USERNAME,PASSWORD,TOKEN}`` and MLflow's client
+certificates, and any name with a ``_``-separated part that says secret: ``SECRET``, ``PASSWORD``,
+``PASSWD``, ``TOKEN`` (so ``HF_TOKEN``, ``HUGGING_FACE_HUB_TOKEN``), ``CREDENTIAL(S)``, ``API_KEY``,
+``ACCESS_KEY``, ``PRIVATE_KEY``, ``AUTH`` (``SSH_AUTH_SOCK``). Everything else passes (``PATH``,
+``HOME``, locale, ``ODH_*`` settings, ``HF_HUB_OFFLINE``...), and what the container's ``env`` sets
+explicitly always reaches it: that is the manifest author's choice.
 """
 
 from __future__ import annotations
@@ -30,6 +42,13 @@ _SPLIT_PORT_FLAG = re.compile(r"^--?[\w-]*port$", re.IGNORECASE)
 # A port after a host inside a larger string: ZMQ endpoints, URLs, "kv@host:port@model" topics.
 _HOST_PORT = re.compile(r"((?:[a-z]+://)?(?:\*|localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]*\])):(\d+)\b", re.IGNORECASE)
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# Daemon environment variables a replica does not inherit (see the module docstring).
+_CREDENTIAL_NAME = re.compile(
+    r"AWS_.*|AZURE_.*|GOOGLE_APPLICATION_CREDENTIALS|GOOGLE_.*CREDENTIALS.*"
+    r"|MLFLOW_TRACKING_(?:USERNAME|PASSWORD|TOKEN|CLIENT_CERT_PATH|SERVER_CERT_PATH|INSECURE_TLS)"
+    r"|(?:.*_)?(?:SECRETS?|PASSWORD|PASSWD|TOKEN|CREDENTIALS?|API_?KEY|ACCESS_KEY|PRIVATE_KEY|AUTH)(?:_.*)?",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -129,3 +148,8 @@ def materialize(plan: PodPlan, *, port: int, model_dir: Path | None, python: str
            for name, value in plan.env.items()}
     env["PORT"] = str(port)
     return argv, env
+
+
+def replica_environment(daemon_env: Mapping[str, str]) -> dict[str, str]:
+    """The part of the daemon's environment a replica inherits: all but storage and registry credentials."""
+    return {name: value for name, value in daemon_env.items() if not _CREDENTIAL_NAME.fullmatch(name)}

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from serving.platform.local.orphans import forget_process, kill_leftovers, record_process
-from serving.platform.local.pods import PodPlan, materialize
+from serving.platform.local.pods import PodPlan, materialize, replica_environment
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class Replica:
         self._set(ReplicaState.STARTING, "")
         with log_path.open("ab") as log_file:
             self._proc = await asyncio.create_subprocess_exec(
-                *argv, env={**os.environ, **env}, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                *argv, env={**replica_environment(os.environ), **env}, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )
         record_process(self.pod_dir, self._proc.pid)  # a daemon killed from now on leaves a way to stop it
