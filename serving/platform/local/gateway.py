@@ -17,6 +17,31 @@ response byte), 504 (upstream read timeout). A connect failure tries the next en
 A pooled connection that the replica closed just as we reused it (EOF or reset before any response
 byte) is redialled once with the same request, whose bytes we keep until the response starts.
 
+Requests the gateway refuses (each answer names the problem; the connection then closes, after the
+answers to the requests pipelined before it):
+
+* 400: bytes httptools cannot parse (bare LF, obsolete line folding, NUL/CR/controls in a header value,
+  bad chunk sizes or extensions, Content-Length twice or with Transfer-Encoding, ...), and what it
+  parses but we do not trust: a Transfer-Encoding other than exactly ``chunked`` (``gzip, chunked``,
+  ``chunked, identity``), Transfer-Encoding on HTTP/1.0, more than one Host, an HTTP version other than
+  1.0 or 1.1. A body whose bad bytes come after its head went upstream cuts that upstream connection.
+* 408: a request head not complete ``request_head_timeout`` seconds after its first byte, or a body
+  that goes ``request_body_timeout`` seconds without a byte (the connection just closes when part of
+  the answer has gone out). Time the gateway itself stops reading (back-pressure, pipelining) does not
+  count. An idle keep-alive connection is closed silently after ``CLIENT_IDLE_TIMEOUT``.
+* 413: a Content-Length over ``max_request_body`` (nothing is forwarded), or a chunked body that grows
+  past it (cut where it is: 413 when no answer has started, else both connections close).
+* 431: a request line plus headers over ``max_request_head``.
+* 501: a protocol upgrade (or CONNECT) with a request body.
+
+Framing (the desync rule): what goes upstream is framed by what the gateway parsed, never by the
+client's header text. The gateway writes its own Content-Length or ``Transfer-Encoding: chunked`` and
+Host lines; tokens in ``Connection`` that name Content-Length, Transfer-Encoding or Host are ignored
+(they remove nothing). An upstream connection whose response does not line up with its request is
+closed and never pooled: bytes while no request is in flight, a second response or bytes after the
+response, a 101, a response that ends before the whole request went up (the replica would read the
+rest as a new request), or a body length that differs from the Content-Length we sent.
+
 Run standalone for benchmarks: ``python -m serving.platform.local.gateway --port 8080
 --route default/iris=127.0.0.1:9000[,127.0.0.1:9001]``.
 """
@@ -35,6 +60,7 @@ import httptools
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from serving.platform.local.limits import MAX_REQUEST_BODY_ENV, MAX_REQUEST_HEAD_ENV, PlatformLimits
 from serving.platform.local.routes import Endpoint, RouteTable, RouteTarget
 
 log = logging.getLogger(__name__)
@@ -52,14 +78,26 @@ PENDING_LIMIT = 1 << 18
 POOL_SIZE = 64
 # A client connection with no request in flight for this long is closed (nginx's keepalive_timeout).
 CLIENT_IDLE_TIMEOUT = 75.0
+# Bounds on how often the one sweep timer checks every client connection for the timeouts above.
+_SWEEP_MIN, _SWEEP_MAX = 0.05, 5.0
 
 # Reasons a client connection stops reading; it reads again when none is left.
 _PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
 _PAUSE_UPSTREAM = 2  # the upstream does not take the request body as fast as it comes
 _PAUSE_PENDING = 4  # body buffered while no upstream connection is open yet
+_PAUSE_REFUSED = 8  # a request was refused: nothing after it is read
 
-_REASONS = {400: b"Bad Request", 404: b"Not Found", 200: b"OK", 501: b"Not Implemented",
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
+            413: b"Content Too Large", 431: b"Request Header Fields Too Large", 501: b"Not Implemented",
             502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
+
+
+class _Refused(Exception):
+    """Raised from a client parser callback once a request is refused: stops parsing that connection."""
+
+
+class _Desync(Exception):
+    """Raised from an upstream parser callback: bytes that answer no request in flight."""
 
 
 class _Metrics:
@@ -94,7 +132,8 @@ class GatewayCollector(Collector):
         yield requests
         errors = CounterMetricFamily(
             "odh_gateway_upstream_errors", "Upstream failures by route and kind (connect, reset, timeout, "
-            "protocol, stale = a reused keep-alive connection redialled).", labels=["route", "kind"])
+            "protocol, desync = bytes that answer no request of ours, stale = a reused keep-alive connection "
+            "redialled).", labels=["route", "kind"])
         for (route, kind), value in sorted(metrics.upstream_errors.items()):
             errors.add_metric([route, kind], value)
         yield errors
@@ -108,10 +147,16 @@ class GatewayCollector(Collector):
 class Gateway:
     """The gateway server: ``start`` binds the port, ``stop`` closes it and every connection."""
 
-    def __init__(self, routes: RouteTable, *, connect_timeout: float = 5.0, read_timeout: float = 300.0) -> None:
+    def __init__(self, routes: RouteTable, *, connect_timeout: float = 5.0, read_timeout: float = 300.0,
+                 limits: PlatformLimits | None = None) -> None:
+        """``limits`` (default ``PlatformLimits()``): request body and head sizes, head and body timeouts."""
         self.routes = routes
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.limits = limits if limits is not None else PlatformLimits()
+        # Read on the hot path: plain attributes rather than a walk through the dataclass.
+        self.max_request_body = self.limits.max_request_body
+        self.max_request_head = self.limits.max_request_head
         self.host = "127.0.0.1"
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -134,7 +179,7 @@ class Gateway:
             lambda: _ClientConnection(self), host, port, reuse_address=True, backlog=1024)
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = self._loop.call_later(CLIENT_IDLE_TIMEOUT / 4, self._sweep)
+        self._sweeper = self._loop.call_later(self._sweep_interval(), self._sweep)
         return self.port
 
     async def stop(self) -> None:
@@ -156,13 +201,21 @@ class Gateway:
             await asyncio.wait_for(self._server.wait_closed(), 5.0)
         self._server = None
 
+    def _sweep_interval(self) -> float:
+        limits = self.limits
+        shortest = min(CLIENT_IDLE_TIMEOUT, limits.request_head_timeout, limits.request_body_timeout)
+        return min(max(shortest / 4, _SWEEP_MIN), _SWEEP_MAX)
+
     def _sweep(self) -> None:
-        """Close idle client connections (one timer for all, instead of one per request)."""
-        cutoff = self._loop.time() - CLIENT_IDLE_TIMEOUT  # type: ignore[union-attr]
+        """Enforce the head, body and idle timeouts (one timer for all, instead of one per request)."""
+        loop = self._loop
+        assert loop is not None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        now = loop.time()
         for client in list(self._clients):
-            if not client.queue and client.last_active < cutoff:
-                client.close()
-        self._sweeper = self._loop.call_later(CLIENT_IDLE_TIMEOUT / 4, self._sweep)  # type: ignore[union-attr]
+            client.check_timeouts(now)
+        self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
 
     def url_for(self, namespace: str, name: str) -> str:
         return f"http://{self.host}:{self.port}/serving/{namespace}/{name}"
@@ -230,17 +283,24 @@ class Gateway:
         except (OSError, asyncio.TimeoutError) as exc:
             exchange.connect_failed(endpoint, exc)
             return
-        if exchange.aborted:
-            self._put_idle(conn)
+        if exchange.aborted or exchange.finished:
+            self._put_idle(conn)  # nothing was sent on it
+        elif conn.closed:  # the replica hung up (or spoke first) before we sent a byte
+            exchange.connect_failed(endpoint, ConnectionResetError("connection closed as it opened"))
         else:
             exchange.bind(conn, reused=False)
 
 
 class _UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection to a replica; parses the responses of the exchange bound to it."""
+    """One keep-alive connection to a replica; parses the responses of the exchange bound to it.
+
+    Exactly one response per request: the response's end is acted on only after the whole read has
+    been parsed, so bytes after it (a second response, anything) mark the connection as out of step
+    and close it instead of pooling it, or handing them to the next request.
+    """
 
     __slots__ = ("gateway", "endpoint", "transport", "parser", "exchange", "closed", "received",
-                 "read_paused", "_status", "_reason", "_headers", "_in_head", "_reset_parser")
+                 "read_paused", "done", "keep", "_status", "_reason", "_headers", "_in_head", "_reset_parser")
 
     def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
         self.gateway = gateway
@@ -251,6 +311,8 @@ class _UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.received = False  # any response byte for the bound exchange
         self.read_paused = False
+        self.done = False  # the bound exchange's final response is complete (acted on after the read)
+        self.keep = False  # ...and the replica keeps the connection open after it
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
@@ -264,21 +326,34 @@ class _UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
         if exchange is None:  # a replica must not talk on an idle connection
+            if not self.closed:
+                self.gateway._metrics.upstream_error("-", "desync")
             self.close()
             return
         self.received = True
         exchange.last_io = exchange.loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.done:
+                if self.exchange is exchange:
+                    exchange.upstream_failed("protocol", exc)
+                self.close()
+                return
+            # The response was whole; what came after it answers nothing we sent.
+            self.gateway._metrics.upstream_error(exchange.route, "desync")
+            self.keep = False
+        if self.done:
+            self.done = False
+            if self._reset_parser:  # a HEAD response ended at its headers; llhttp would wait for a body
+                self._reset_parser = False
+                self.parser = httptools.HttpResponseParser(self)
             if self.exchange is exchange:
-                exchange.upstream_failed("protocol", exc)
-            self.close()
-            return
-        if self._reset_parser:  # a HEAD response ended at its headers; llhttp would wait for a body
-            self._reset_parser = False
-            self.parser = httptools.HttpResponseParser(self)
-        exchange.flush_response()
+                exchange.response_complete(reusable=self.keep)
+            else:
+                self.close()
+        else:
+            exchange.flush_response()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -306,6 +381,8 @@ class _UpstreamConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self.done:
+            raise _Desync("a second response")
         self._headers = []
         self._in_head = True
 
@@ -325,17 +402,21 @@ class _UpstreamConnection(asyncio.Protocol):
         exchange.response_head(status, self._reason, self._headers)
         if exchange.method == b"HEAD":
             self._reset_parser = True
-            exchange.response_complete(reusable=self.parser.should_keep_alive())
+            self.done = True
+            self.keep = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
+        if self.done:
+            raise _Desync("body bytes after the response to a HEAD request")
         exchange = self.exchange
         if exchange is not None:
             exchange.response_body(body)
 
     def on_message_complete(self) -> None:
-        exchange = self.exchange
-        if exchange is not None and not self._in_head:
-            exchange.response_complete(reusable=self.parser.should_keep_alive())
+        if self._in_head or self.done:  # an interim response, or a HEAD response done at its headers
+            return
+        self.done = True
+        self.keep = self.parser.should_keep_alive()
 
     # used by exchanges and the pool
 
@@ -368,7 +449,7 @@ class _Exchange:
         "upstream_path", "head", "no_host", "chunked_in", "local", "request_done", "pending", "pending_size",
         "replay", "replay_size", "endpoint", "tried", "upstream", "reused", "response_started",
         "response_done", "status", "out", "chunked_out", "until_close", "close_after", "no_body", "timer",
-        "last_io", "aborted", "finished", "expect", "content_length", "hold", "local_type",
+        "last_io", "aborted", "finished", "expect", "content_length", "hold", "local_type", "body_size",
     )
 
     def __init__(self, client: _ClientConnection) -> None:
@@ -411,21 +492,24 @@ class _Exchange:
         self.finished = False
         self.expect = False
         self.content_length = 0
+        self.body_size = 0  # request body bytes the client parser has handed over
         self.hold = False  # the response head waits for the first body bytes (one write, not two)
 
     # -- the request ----------------------------------------------------------------------------
 
-    def prepare(self, peer: bytes) -> None:
-        """Headers are in: route the request and build the upstream request head."""
-        url = self.url
-        if url == b"/healthz" and self.method in (b"GET", b"HEAD"):
-            self.local = (200, b'{"status":"ok"}')
-            return
-        if url == b"/metrics" and self.method in (b"GET", b"HEAD"):
-            self.local = (200, self.gateway.metrics_text())
-            self.local_type = b"text/plain; version=0.0.4; charset=utf-8"
-            return
+    def refuse(self, status: int, message: bytes) -> None:
+        """Answer ``status`` instead of forwarding, then close: nothing after this request is trusted."""
+        self.local = (status, b'{"error":"%s"}' % message)
+        self.close_after = True
+
+    def prepare(self, peer: bytes, version: str, upgrade: bool) -> None:
+        """Headers are in: check the framing, route the request and build the upstream request head.
+
+        The upstream head carries the gateway's own framing and Host lines, so nothing the client
+        writes (a Connection header naming them, say) can make it disagree with the body we send.
+        """
         host: bytes | None = None
+        sized = False
         forwarded_for: bytes | None = None
         forwarded_host = forwarded_proto = False
         tokens: tuple[bytes, ...] = ()
@@ -434,14 +518,25 @@ class _Exchange:
             lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == b"transfer-encoding":
-                    self.chunked_in = True  # llhttp accepts only chunked as the final coding
+                    # llhttp takes any coding list ending in chunked; we forward only what we re-frame.
+                    if value.strip().lower() != b"chunked":
+                        self.refuse(400, b"Transfer-Encoding %s is not supported: send chunked or a "
+                                         b"Content-Length" % _json_escape(value))
+                        return
+                    self.chunked_in = True
                 elif lname == b"connection":
                     tokens += tuple(t.strip().lower() for t in value.split(b","))
                 continue
             if lname == b"host":
+                if host is not None:
+                    self.refuse(400, b"more than one Host header: send exactly one")
+                    return
                 host = value
+                continue  # written by us below
             elif lname == b"content-length":
-                self.content_length = int(value)  # llhttp has validated it
+                self.content_length = int(value)  # llhttp has validated it (digits, one header, no TE)
+                sized = True
+                continue  # written by us below
             elif lname == b"x-forwarded-for":
                 forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
                 continue
@@ -453,14 +548,32 @@ class _Exchange:
                 self.expect = value.lower() == b"100-continue"
                 continue
             kept += (name, b": ", value, b"\r\n")
+        if version != "1.1":
+            if version != "1.0":
+                self.refuse(400, b"HTTP/%s is not supported: send HTTP/1.1" % version.encode())
+                return
+            if self.chunked_in:  # RFC 9112 6.1: the framing of such a message is faulty
+                self.refuse(400, b"Transfer-Encoding is not allowed in HTTP/1.0: send a Content-Length")
+                return
+        if (upgrade or b"upgrade" in tokens) and (self.content_length or self.chunked_in):
+            # llhttp hands the body of an upgrade request (and CONNECT) over as raw upgrade bytes; rather
+            # than forward a request whose body would never follow, refuse it (bodiless ones go as plain HTTP).
+            self.refuse(501, b"protocol upgrade with a request body is not supported")
+            return
+        if self.content_length > self.gateway.max_request_body:
+            self.refuse(413, b"request body of %d bytes is over the limit of %d (%s)" % (
+                self.content_length, self.gateway.max_request_body, MAX_REQUEST_BODY_ENV.encode()))
+            return
+        url = self.url
+        if url == b"/healthz" and self.method in (b"GET", b"HEAD"):
+            self.local = (200, b'{"status":"ok"}')
+            return
+        if url == b"/metrics" and self.method in (b"GET", b"HEAD"):
+            self.local = (200, self.gateway.metrics_text())
+            self.local_type = b"text/plain; version=0.0.4; charset=utf-8"
+            return
         if tokens and any(t not in (b"close", b"keep-alive", b"upgrade") for t in tokens):
             kept = _drop_named(kept, tokens)
-        if b"upgrade" in tokens and (self.content_length or self.chunked_in):
-            # httptools hands the body of an upgrade request over as raw upgrade bytes; rather than
-            # forward a request whose body would never follow, refuse it (bodiless ones go as plain HTTP).
-            self.close_after = True
-            self.local = (501, b'{"error":"protocol upgrade with a request body is not supported"}')
-            return
         target, path = self.gateway.routes.resolve(url.decode("latin-1"), host.decode("latin-1") if host else None)
         if target is None:
             self.local = (404, b'{"error":"no InferenceService routes %s"}' % _json_escape(url))
@@ -471,12 +584,16 @@ class _Exchange:
             self.local = (503, b'{"error":"InferenceService %s has no ready replica"}' % target.key.encode())
             return
         kept += (b"X-Forwarded-For: ", forwarded_for + b", " + peer if forwarded_for else peer, b"\r\n")
-        if host is not None and not forwarded_host:
-            kept += (b"X-Forwarded-Host: ", host, b"\r\n")
+        if host is not None:
+            kept += (b"Host: ", host, b"\r\n")
+            if not forwarded_host:
+                kept += (b"X-Forwarded-Host: ", host, b"\r\n")
         if not forwarded_proto:
             kept.append(b"X-Forwarded-Proto: http\r\n")
         if self.chunked_in:
             kept.append(b"Transfer-Encoding: chunked\r\n")
+        elif sized:
+            kept.append(b"Content-Length: %d\r\n" % self.content_length)
         self.no_host = host is None
         self.head = b"%s %s HTTP/1.1\r\n%s" % (self.method, path.encode("latin-1"), b"".join(kept))
 
@@ -514,7 +631,7 @@ class _Exchange:
         self.upstream = conn
         self.reused = reused
         conn.exchange = self
-        conn.received = False
+        conn.received = conn.done = False
         conn._in_head = True
         head = self.head + (b"Host: %s\r\n\r\n" % str(self.endpoint).encode() if self.no_host else b"\r\n")
         if defer:
@@ -535,6 +652,12 @@ class _Exchange:
             self.timer = self.loop.call_later(self.gateway.read_timeout, self._check_timeout)
 
     def request_body(self, data: bytes) -> None:
+        size = self.body_size + len(data)
+        self.body_size = size
+        if size > self.gateway.max_request_body:  # only a chunked body gets here: Content-Length is checked first
+            self.client.refuse(413, b"request body over the limit of %d bytes (%s)" % (
+                self.gateway.max_request_body, MAX_REQUEST_BODY_ENV.encode()))
+            raise _Refused
         if self.local is not None or self.finished:
             return  # answered already: the rest of the body is read and dropped
         chunk = b"%x\r\n%s\r\n" % (len(data), data) if self.chunked_in else data
@@ -551,19 +674,17 @@ class _Exchange:
 
     def request_complete(self) -> None:
         self.request_done = True
+        if not self.chunked_in and self.body_size != self.content_length:
+            # llhttp ended the body elsewhere than the Content-Length we sent up said: out of step.
+            self.client.refuse(400, b"request body of %d bytes does not match its Content-Length %d" % (
+                self.body_size, self.content_length))
+            raise _Refused
         if self.local is None and self.chunked_in:
             self.pending.append(b"0\r\n\r\n")
             if self.replay is not None:
                 self.replay.append(b"0\r\n\r\n")
         if self.response_done:
-            # The answer came before the body was all in (a streaming echo, an early error): the body
-            # has now been passed on, so the upstream connection is in a clean state again.
-            conn = self.upstream
-            if conn is not None:
-                self.flush_request()
-                self.upstream = None
-                self.gateway._put_idle(conn)
-            self.finish()
+            self.finish()  # a local answer waited for its body to be read and dropped
 
     def flush_request(self) -> None:
         upstream = self.upstream
@@ -580,22 +701,28 @@ class _Exchange:
         self.status = status
         self.replay = None  # a response has begun: never resend this request
         content_length = -1
-        chunked = False
+        chunked = coded = False
         tokens: tuple[bytes, ...] = ()
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         for name, value in headers:
             lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == b"transfer-encoding":
-                    chunked = True
+                    coded = True  # llhttp: chunked when that is the last coding, else the body ends at EOF
+                    chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
                 elif lname == b"connection":
                     tokens += tuple(t.strip().lower() for t in value.split(b","))
                 continue
             if lname == b"content-length":
                 content_length = int(value)
+                continue  # written by us below: a Connection token cannot remove it
             parts += (name, b": ", value, b"\r\n")
         if tokens and any(t not in (b"close", b"keep-alive") for t in tokens):
             parts = parts[:1] + _drop_named(parts[1:], tokens)
+        if coded:
+            content_length = -1  # Transfer-Encoding overrides Content-Length (RFC 9112 6.3)
+        elif content_length >= 0:
+            parts.append(b"Content-Length: %d\r\n" % content_length)
         if status in (204, 304) or self.method == b"HEAD":
             self.no_body = True
         elif chunked or content_length < 0:
@@ -638,13 +765,14 @@ class _Exchange:
         self.flush_response()
         self.response_done = True
         conn = self.upstream
-        if not self.request_done and reusable and not self.close_after:
-            return  # the rest of the request body still goes upstream; request_complete releases
         if conn is not None:
             self.upstream = None
             if reusable and self.request_done and not self.pending:
                 self.gateway._put_idle(conn)
             else:
+                # An answer before the whole request went up: the replica may read the rest of the body
+                # as a request of its own, so the connection is never reused. The client's remaining body
+                # is read and dropped.
                 conn.close()
         self.finish()
 
@@ -665,7 +793,7 @@ class _Exchange:
 
     def connect_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
         """Opening a connection failed: nothing was sent, so another replica may take the request."""
-        if self.aborted:
+        if self.aborted or self.finished:
             return
         log.debug("gateway: connect to %s failed: %r", endpoint, exc)
         self.gateway._metrics.upstream_error(self.route, "connect")
@@ -716,6 +844,24 @@ class _Exchange:
         self.local = (status, b"")
         self.respond_local(status, b'{"error":"%s"}' % message)
 
+    def cut(self, status: int, message: bytes) -> None:
+        """Stop this request where it is (bad, too much or too slow body): the upstream connection, with
+        part of a request on it, is closed; the client gets ``status`` when no answer has started, else
+        its connection closes (the only way left to say the exchange is broken)."""
+        self.close_after = True
+        self.replay = None
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            conn.close()
+        if self.finished or (self.response_started and not self.hold):
+            self.client.close()
+            self.finish()
+            return
+        self.out.clear()  # a held head never reached the client
+        self.hold = self.response_started = False
+        self.fail(status, message)
+
     def _check_timeout(self) -> None:
         """Lazy read timeout: one timer per exchange, re-armed by whatever time is left."""
         self.timer = None
@@ -760,7 +906,8 @@ class _ClientConnection(asyncio.Protocol):
     """One client connection: parses requests, runs them one at a time, in order (pipelining-safe)."""
 
     __slots__ = ("gateway", "loop", "transport", "parser", "peer", "current", "queue", "paused",
-                 "write_paused", "closed", "eof", "last_active")
+                 "write_paused", "closed", "eof", "last_active", "head_open", "head_started", "head_fed",
+                 "head_size", "refused")
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -774,7 +921,12 @@ class _ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.closed = False
         self.eof = False
-        self.last_active = self.loop.time()  # type: ignore[union-attr]
+        self.last_active = self.loop.time()  # type: ignore[union-attr]  # the last read
+        self.head_open = False  # the current request's head has begun and is not complete
+        self.head_started = 0.0  # when its first byte came (or reading last resumed)
+        self.head_fed = 0  # bytes of whole reads that went into the open head (a lower bound on its size)
+        self.head_size = 0  # header names and values parsed so far
+        self.refused = False  # a request was refused: this connection reads no more
 
     # asyncio callbacks
 
@@ -787,6 +939,9 @@ class _ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()  # type: ignore[union-attr]
+        if self.refused:
+            return
+        head = self.current if self.head_open else None  # a head this read continues
         while True:
             try:
                 self.parser.feed_data(data)
@@ -795,12 +950,17 @@ class _ClientConnection(asyncio.Protocol):
                 # sent as plain HTTP; parse on after it.
                 offset = upgrade.args[0] if upgrade.args else len(data)
                 data = data[offset:]
-                if data and not self.closed:
+                if data and not self.closed and not self.refused:
                     continue
-            except httptools.HttpParserError:
-                self._bad_request()
-                return
+            except httptools.HttpParserError as exc:
+                self._parse_error(exc)
             break
+        if self.head_open and not self.refused:
+            if self.current is head:  # the whole read went into the open head
+                self.head_fed += len(data)
+                if self.head_fed > self.gateway.max_request_head:
+                    # Refused before it is complete: httptools would keep growing the header it holds.
+                    self.refuse(431, self._head_too_large())
         queue = self.queue
         if queue:
             for exchange in queue:
@@ -837,6 +997,9 @@ class _ClientConnection(asyncio.Protocol):
         exchange = _Exchange(self)
         self.current = exchange
         self.queue.append(exchange)
+        self.head_open = True
+        self.head_started = self.last_active
+        self.head_fed = self.head_size = 0
         if len(self.queue) > 1:
             self.pause(_PAUSE_PIPELINE)
 
@@ -846,26 +1009,36 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.current.headers.append((name, value))  # type: ignore[union-attr]
+        self.head_size += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
         exchange = self.current
         assert exchange is not None
+        self.head_open = False
         parser = self.parser
         exchange.method = parser.get_method()
         exchange.keep_alive = parser.should_keep_alive()
-        exchange.http10 = parser.get_http_version() == "1.0"
-        exchange.prepare(self.peer)
+        version = parser.get_http_version()
+        exchange.http10 = version == "1.0"
+        # Request line and header lines, counted as sent: name, ": ", value, CRLF.
+        if self.head_size + len(exchange.url) + 4 * len(exchange.headers) + 14 > self.gateway.max_request_head:
+            exchange.refuse(431, self._head_too_large())
+        else:
+            exchange.prepare(self.peer, version, parser.should_upgrade())
         if self.queue[0] is exchange:
             exchange.start()
+        if exchange.close_after and exchange.local is not None:  # refused: read nothing after it
+            self._stop_reading()
+            raise _Refused
 
     def on_body(self, body: bytes) -> None:
         self.current.request_body(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         exchange = self.current
-        self.current = None
         if exchange is not None:
             exchange.request_complete()
+        self.current = None
 
     # used by exchanges
 
@@ -901,19 +1074,77 @@ class _ClientConnection(asyncio.Protocol):
             self.paused &= ~reason
             if not self.paused and not self.closed:
                 self.transport.resume_reading()  # type: ignore[union-attr]
+                # Time we did not read is not the client's: its head and body timeouts start over.
+                self.last_active = self.head_started = self.loop.time()  # type: ignore[union-attr]
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.transport.close()  # type: ignore[union-attr]  # flushes what is buffered first
 
-    def _bad_request(self) -> None:
-        if not self.queue or not self.queue[0].response_started:
-            body = b'{"error":"malformed HTTP request"}'
-            self.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                       b"connection: close\r\n\r\n%s" % (len(body), body))
-            self.gateway._metrics.request("-", 400)
-        self.close()
+    # refusals and timeouts
+
+    def check_timeouts(self, now: float) -> None:
+        """The sweep's visit: a head or body that takes too long gets 408; an idle connection closes."""
+        if self.closed or self.paused:  # not reading: the wait is ours, not the client's
+            return
+        limits = self.gateway.limits
+        if self.head_open:
+            if now - self.head_started > limits.request_head_timeout:
+                self.refuse(408, b"request head not complete within %gs of its first byte" %
+                            limits.request_head_timeout)
+        elif self.current is not None:  # a body is on its way
+            if now - self.last_active > limits.request_body_timeout:
+                self.refuse(408, b"request body sent no byte for %gs" % limits.request_body_timeout)
+        elif not self.queue and now - self.last_active > CLIENT_IDLE_TIMEOUT:
+            self.close()
+
+    def refuse(self, status: int, message: bytes) -> None:
+        """Refuse the request being parsed (or the bytes that should start one) and read no more.
+
+        The answer keeps its place in line: the requests before it are answered first. A request whose
+        head already went upstream is cut there instead (see ``_Exchange.cut``).
+        """
+        if self.closed:
+            return
+        self._stop_reading()
+        exchange = self.current
+        head_open = self.head_open
+        self.current = None
+        self.head_open = False
+        queue = self.queue
+        if exchange is not None:
+            if not head_open and (exchange.finished or (queue and queue[0] is exchange)):
+                exchange.cut(status, message)
+                return
+            with contextlib.suppress(ValueError):  # not started: nothing of it went anywhere
+                queue.remove(exchange)
+        refusal = _Exchange(self)
+        refusal.request_done = True
+        refusal.refuse(status, message)
+        queue.append(refusal)
+        if queue[0] is refusal:
+            refusal.start()
+
+    def _stop_reading(self) -> None:
+        self.refused = True
+        self.pause(_PAUSE_REFUSED)
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> None:
+        cause = exc.__context__
+        if isinstance(cause, _Refused):
+            return  # a callback refused the request and stopped the parser
+        if cause is not None:  # one of our callbacks failed: a bug, not the client's bytes
+            log.error("gateway: request callback failed", exc_info=cause)
+        if self.current is None and self.queue and not self.queue[-1].keep_alive:
+            # Bytes after a request that closes the connection are not a request (RFC 9112 9.6).
+            self._stop_reading()
+            return
+        self.refuse(400, b"malformed HTTP request: %s" % _json_escape(str(exc) or type(exc).__name__))
+
+    def _head_too_large(self) -> bytes:
+        return b"request head over the limit of %d bytes (%s): send fewer or shorter headers" % (
+            self.gateway.max_request_head, MAX_REQUEST_HEAD_ENV.encode())
 
 
 def _drop_named(parts: list[bytes], names: tuple[bytes, ...]) -> list[bytes]:
@@ -950,7 +1181,7 @@ async def serve(host: str, port: int, routes: Iterable[tuple[str, str, list[Endp
     table = RouteTable()
     for namespace, name, endpoints in routes:
         table.set(namespace, name, endpoints)
-    gateway = Gateway(table)
+    gateway = Gateway(table, limits=PlatformLimits.from_env())
     bound = await gateway.start(host, port)
     print(f"gateway listening on http://{host}:{bound}", flush=True)
     stop = asyncio.Event()
