@@ -305,7 +305,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("server", "loop", "transport", "parser", "current", "queue", "task", "closed", "paused",
                  "write_paused", "_drain", "_lost", "last_active", "last_read", "head_started", "head_bytes",
-                 "in_body", "begun", "refused", "_linger")
+                 "line_bytes", "in_body", "begun", "refused", "_linger")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -324,6 +324,7 @@ class _Connection(asyncio.Protocol):
         self.last_read = self.last_active  # when the client last sent a byte
         self.head_started = self.last_active  # when the head being parsed began
         self.head_bytes = 0  # bytes of an incomplete head seen so far (an upper bound)
+        self.line_bytes = 0  # bytes of its last, unfinished line (an upper bound)
         self.in_body = False  # the current request's head is complete
         self.begun = False  # a request began during the feed in progress
         self.refused = False  # a refusal is queued or sent: nothing more is parsed
@@ -371,16 +372,26 @@ class _Connection(asyncio.Protocol):
             self.refuse(_Refusal(400, f"malformed HTTP request: {exc}"))
             return
         if self.current is not None and not self.in_body:
-            # httptools holds a header line until it ends, so an endless head is counted here, by the
-            # bytes that can belong to it: all of this data if the head began earlier, else what follows
-            # the last blank line and the end of the body before it.
-            if was_in_head and not self.begun:
-                self.head_bytes += len(data)
-            else:
-                start = max(data.rfind(b"\r\n\r\n") + 4, body_left, 0)
-                self.head_bytes = max(0, len(data) - start)
-            if self.head_bytes > self.server.limits.max_head:
-                self.refuse(_Refusal(431, f"the request head is larger than {self.server.limits.max_head} bytes"))
+            self._count_head(data, was_in_head and not self.begun, body_left)
+
+    def _count_head(self, data: bytes, continued: bool, body_left: int) -> None:
+        """Bound the size of the head still incomplete after ``data``: httptools holds a header line until
+        it ends, so an endless head is caught here, by two upper bounds of its bytes (the smaller wins):
+        what of ``data`` can belong to it (all of it if the head began earlier, else what follows the last
+        blank line and the end of a body before it), and the lines httptools reported plus what follows the
+        last line end. A client can make the server hold at most the limit plus one read."""
+        line_end = data.rfind(b"\r\n")
+        if continued:
+            by_data = self.head_bytes + len(data)
+            line = len(data) - line_end - 2 if line_end >= 0 else self.line_bytes + len(data)
+        else:
+            start = max(data.rfind(b"\r\n\r\n") + 4, body_left, 0)
+            by_data = max(0, len(data) - start)
+            line = len(data) - max(line_end + 2, body_left, 0)
+        self.line_bytes = line
+        self.head_bytes = min(by_data, self.current._head_size + line)  # type: ignore[union-attr]
+        if self.head_bytes > self.server.limits.max_head:
+            self.refuse(_Refusal(431, f"the request head is larger than {self.server.limits.max_head} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         # EOF lands here too (eof_received is not overridden): a client that closes its side has left,

@@ -3,6 +3,8 @@
     python -m serving.llmd.serve --port 8000 --model tiny-llama \
         --engine http://127.0.0.1:8001=tcp://127.0.0.1:5557 --engine http://127.0.0.1:8002 \
         [--config scheduler.yaml] [--api-key KEY[:TIER[:TENANT]] ...] [--tokenizer DIR] [--redis-url URL]
+        [--max-request-body-bytes N] [--max-request-head-bytes N] [--request-head-timeout-s S]
+        [--request-body-timeout-s S]
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serving.llmd.auth import KeyRing
-from serving.llmd.http_server import HttpServer
+from serving.llmd.http_server import HttpServer, RequestLimits
 from serving.llmd.monitor import EngineSpec, LoadMonitor, parse_engine
 from serving.llmd.router import Router, RouterConfig
 from serving.llmd.scheduler import Scheduler, load_config
@@ -101,6 +103,7 @@ async def serve_async(
     redis_url: str | None = None,
     max_model_len: int | None = None,
     scrape_interval_s: float = 0.075,
+    limits: RequestLimits = RequestLimits(),
 ) -> None:
     router, index = build(model, engines, config_path, api_keys, tokenizer_dir, block_size,
                           redis_url=redis_url, max_model_len=max_model_len, scrape_interval_s=scrape_interval_s)
@@ -114,7 +117,7 @@ async def serve_async(
                 await subscriber.add_pod(engine.pod, engine.zmq_endpoint, engine.replay_endpoint)
     await router.start()
     await router.monitor.start()
-    server = HttpServer(router.serve_http)
+    server = HttpServer(router.serve_http, limits=limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,6 +156,19 @@ def serve(
         uvloop.run(main_coro)  # the event loop in C: a large share of the router's per-request CPU
 
 
+def _positive(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+
+    return parse
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m serving.llmd.serve", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
@@ -168,8 +184,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-url", default=None)
     p.add_argument("--scrape-interval-ms", type=float, default=75.0,
                    help="how often each engine's /metrics is read (the issue asks for 50-100 ms)")
+    defaults = RequestLimits()
+    p.add_argument("--max-request-body-bytes", type=_positive(int), default=defaults.max_body,
+                   help="larger request bodies are refused with 413 (default: %(default)s, 100 MiB)")
+    p.add_argument("--max-request-head-bytes", type=_positive(int), default=defaults.max_head,
+                   help="a larger request line plus headers is refused with 431 (default: %(default)s, 64 KiB)")
+    p.add_argument("--request-head-timeout-s", type=_positive(float), default=defaults.head_timeout,
+                   help="seconds from a request's first byte to the end of its head; then 408 (default: %(default)s)")
+    p.add_argument("--request-body-timeout-s", type=_positive(float), default=defaults.body_timeout,
+                   help="seconds a request body may go without a byte; then 408 (default: %(default)s)")
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
+
+
+def limits_from(args: argparse.Namespace) -> RequestLimits:
+    return RequestLimits(max_body=args.max_request_body_bytes, max_head=args.max_request_head_bytes,
+                         head_timeout=args.request_head_timeout_s, body_timeout=args.request_body_timeout_s)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -182,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         serve(args.port, args.model, engines, args.config, args.api_key, args.tokenizer, args.block_size,
               host=args.host, redis_url=args.redis_url, max_model_len=args.max_model_len,
-              scrape_interval_s=args.scrape_interval_ms / 1000)
+              scrape_interval_s=args.scrape_interval_ms / 1000, limits=limits_from(args))
     sys.exit(0)
 
 
