@@ -37,6 +37,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -120,6 +121,16 @@ def _error(exc: InferenceServerError) -> Response:
 Handler = Callable[[Request], Awaitable[tuple[Response, str]]]
 
 
+class V1ModelName(StringConvertor):
+    """A V1 model name stops at ':' so that ``GET /v1/models/m:predict`` is a 405 on the predict route, not
+    a lookup of a model named ``m:predict`` (KServe's model names are DNS labels: no ':' in them)."""
+
+    regex = "[^/:]+"
+
+
+register_url_convertor("v1_model", V1ModelName())
+
+
 class ModelServer:
     """Routes and handlers over a ``ModelRepository``; ``app`` is the ASGI application."""
 
@@ -161,8 +172,8 @@ class ModelServer:
             # KServe V1
             r("/", "v1", self.v1_live, ["GET"]),
             r("/v1/models", "v1", self.v1_models, ["GET"]),
-            r("/v1/models/{model}", "v1", self.v1_model_ready, ["GET"]),
-            r("/v1/models/{model}:predict", "v1", self.v1_predict, ["POST"]),
+            r("/v1/models/{model:v1_model}", "v1", self.v1_model_ready, ["GET"]),
+            r("/v1/models/{model:v1_model}:predict", "v1", self.v1_predict, ["POST"]),
             # V2 / Open Inference Protocol
             r("/v2", "v2", self.v2_server_metadata, ["GET"]),
             r("/v2/health/live", "v2", self.v2_live, ["GET"]),
@@ -181,7 +192,11 @@ class ModelServer:
         get = self.repository.get_ready if ready else self.repository.get
         model = get(params["model"])
         version = params.get("version")
-        if version is not None and model.version is not None and version != model.version:
+        if version is not None and version != model.version:
+            if model.version is None:
+                raise ModelNotFound(
+                    f"model '{model.name}' has no versions; use /v2/models/{model.name}/infer without /versions/..."
+                )
             raise ModelNotFound(f"model '{model.name}' has no version '{version}' (it serves '{model.version}')")
         return model
 
@@ -249,11 +264,16 @@ class ModelServer:
 
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             message = f"no route {request.url.path}; see /v2/models/{{model}}/infer or /v1/models/{{model}}:predict"
+        elif exc.status_code == 405 and "Allow" in headers:
+            # Starlette joins a set: sort it so the header (and the message) is the same every time.
+            allow = headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
+            message = f"{request.method} {request.url.path}: method not allowed; use {allow}"
         else:
             message = f"{request.method} {request.url.path}: {exc.detail}"
-        return _json({"error": message}, exc.status_code)
+        return Response(orjson.dumps({"error": message}), exc.status_code, headers, media_type=JSON)
 
     async def _unexpected(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -50,6 +50,10 @@ def load_estimator(file: Path) -> Any:
     return estimator
 
 
+def _holds_null(rows: np.ndarray) -> bool:
+    return rows.dtype == object and any(value is None for value in rows.flat)
+
+
 class SKLearnModel(Model):
     platform = "sklearn"
 
@@ -68,15 +72,23 @@ class SKLearnModel(Model):
 
     async def preprocess(self, inputs: list[Tensor]) -> np.ndarray:
         array = single_2d_input(inputs)
+        name = inputs[0].name if len(inputs) == 1 else "+".join(t.name for t in inputs)
+        if array.shape[0] == 0:
+            raise InvalidInput(f"input '{name}' has shape {list(array.shape)}: no rows; send at least one row")
         if self._n_features is not None and array.shape[1] != self._n_features:
-            name = inputs[0].name if len(inputs) == 1 else "+".join(t.name for t in inputs)
             raise InvalidInput(
                 f"input '{name}' has {array.shape[1]} features per row; model '{self.name}' expects {self._n_features}"
             )
         return array
 
     async def predict(self, payload: np.ndarray) -> np.ndarray:
-        return self.estimator.predict(payload)
+        try:
+            return self.estimator.predict(payload)
+        except (ValueError, TypeError) as exc:
+            # sklearn validates X itself (check_array: NaN, infinity, strings, dtypes) and says so with
+            # ValueError/TypeError: the request's fault, a 400. Any other exception is the model's (500).
+            hint = " (a null in the request arrives as NaN)" if _holds_null(payload) else ""
+            raise InvalidInput(f"model '{self.name}' cannot take this input: {exc}{hint}") from None
 
     def input_metadata(self) -> list[dict[str, Any]]:
         width = self._n_features if self._n_features is not None else -1

@@ -28,6 +28,8 @@ def decode_request(body: bytes) -> list[Tensor]:
     field = "instances" if "instances" in payload else "inputs" if "inputs" in payload else None
     if field is None:
         raise InvalidInput("request must contain 'instances' or 'inputs'")
+    if "instances" in payload and "inputs" in payload:
+        raise InvalidInput("request has both 'instances' and 'inputs'; send one of them (TensorFlow Serving's rule)")
     rows = payload[field]
     if not isinstance(rows, list):
         raise InvalidInput(f"'{field}' must be a list, got {type(rows).__name__}")

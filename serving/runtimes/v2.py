@@ -112,8 +112,13 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
 
     inputs: list[Tensor] = []
     offset = json_end
+    binary_allowed = header_length is not None
+    names: set[str] = set()
     for index, raw in enumerate(raw_inputs):
-        tensor, offset = _decode_input(raw, index, body, offset)
+        tensor, offset = _decode_input(raw, index, body, offset, binary_allowed)
+        if tensor.name in names:
+            raise InvalidInput(f"inputs[{index}]: a second input named '{tensor.name}'; input names must be unique")
+        names.add(tensor.name)
         inputs.append(tensor)
     if offset != len(body):
         raise InvalidInput(f"request body has {len(body) - offset} bytes after the last binary tensor")
@@ -123,19 +128,38 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
             raise InvalidInput("'outputs' must be a list of {name, parameters}")
-        outputs = []
-        for raw in raw_outputs:
-            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-                raise InvalidInput("every entry of 'outputs' needs a 'name'")
-            params = raw.get("parameters") or {}
-            binary = params.get("binary_data")
-            outputs.append(RequestedOutput(raw["name"], None if binary is None else bool(binary)))
+        outputs = [_decode_output(raw, index) for index, raw in enumerate(raw_outputs)]
 
     request_id = payload.get("id")
-    parameters = payload.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidInput("'parameters' must be an object")
-    return InferenceRequest(inputs, None if request_id is None else str(request_id), outputs, parameters)
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput(f"'id' must be a string, got {type(request_id).__name__}")
+    parameters = _parameters(payload.get("parameters"), "'parameters'")
+    _flag(parameters, "binary_data_output", "parameters.binary_data_output")
+    return InferenceRequest(inputs, request_id, outputs, parameters)
+
+
+def _parameters(raw: Any, where: str) -> dict[str, Any]:
+    """A ``parameters`` member: absent or null is empty; anything but an object is the caller's mistake."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidInput(f'{where} must be an object like {{"binary_data": true}}, got {type(raw).__name__}')
+    return raw
+
+
+def _flag(parameters: dict[str, Any], key: str, where: str) -> bool | None:
+    value = parameters.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInput(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _decode_output(raw: Any, index: int) -> RequestedOutput:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise InvalidInput(f"outputs[{index}] needs a 'name': every entry of 'outputs' is {{name, parameters}}")
+    where = f"outputs[{index}] ('{raw['name']}')"
+    params = _parameters(raw.get("parameters"), f"{where}: 'parameters'")
+    return RequestedOutput(raw["name"], _flag(params, "binary_data", f"{where}: parameters.binary_data"))
 
 
 def _json_end(body: bytes, header_length: int | str | None) -> int:
@@ -150,7 +174,7 @@ def _json_end(body: bytes, header_length: int | str | None) -> int:
     return length
 
 
-def _decode_input(raw: Any, index: int, body: bytes, offset: int) -> tuple[Tensor, int]:
+def _decode_input(raw: Any, index: int, body: bytes, offset: int, binary_allowed: bool) -> tuple[Tensor, int]:
     if not isinstance(raw, dict):
         raise InvalidInput(f"inputs[{index}] must be an object with name, shape, datatype and data")
     name = raw.get("name")
@@ -166,13 +190,18 @@ def _decode_input(raw: Any, index: int, body: bytes, offset: int) -> tuple[Tenso
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r}")
     count = math.prod(shape)
-    parameters = raw.get("parameters")
+    parameters = _parameters(raw.get("parameters"), f"input '{name}': 'parameters'") or None
 
     data = raw.get("data")
     if data is not None:
         array = _from_json(name, datatype, dtype, data)
     elif parameters and "binary_data_size" in parameters:
         size = parameters["binary_data_size"]
+        if not binary_allowed:
+            raise InvalidInput(
+                f"input '{name}': binary_data_size needs an Inference-Header-Content-Length header giving the "
+                "JSON part's length (or send the values in 'data')"
+            )
         if type(size) is not int or size < 0:
             raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer, got {size!r}")
         if offset + size > len(body):
@@ -202,10 +231,41 @@ def _from_json(name: str, datatype: str, dtype: np.dtype, data: Any) -> np.ndarr
             array = np.empty(0, dtype=object) if not data else np.array(data, dtype=object)
             if array.dtype != object or any(isinstance(v, list) for v in array.flat):
                 raise ValueError("ragged nested lists")
+            if any(v is None for v in array.flat):
+                _refuse_element(name, datatype, data)
             return array
-        return np.asarray(data, dtype=dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below, with a clear message
+            array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"input '{name}': data is not a regular array of {datatype}: {exc}") from None
+    # JSON has no NaN or infinity: a non-finite float came from null or a number beyond the type's range.
+    # numpy turns None into NaN and True for BOOL, so those two need the same check on the source.
+    if (dtype.kind == "f" and not np.isfinite(array).all()) or (dtype.kind == "b" and None in _flat(data)):
+        _refuse_element(name, datatype, data)
+    return array
+
+
+def _flat(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for value in data:
+        if isinstance(value, list):
+            out.extend(_flat(value))
+        else:
+            out.append(value)
+    return out
+
+
+def _refuse_element(name: str, datatype: str, data: list[Any]) -> None:
+    """Raise the 400 for the first JSON value that ``datatype`` cannot hold (only on the error path)."""
+    needs = {"BOOL": "true or false", "BYTES": "a string"}.get(datatype, "a number")
+    dtype = DATATYPES[datatype]
+    limit = float(np.finfo(dtype).max) if dtype.kind == "f" else math.inf
+    for index, value in enumerate(_flat(data)):
+        if value is None:
+            raise InvalidInput(f"input '{name}': data[{index}] is null; {datatype} needs {needs}")
+        if isinstance(value, (int, float)) and abs(value) > limit:
+            raise InvalidInput(f"input '{name}': data[{index}] = {value} is beyond {datatype}'s range (±{limit:.8g})")
+    raise InvalidInput(f"input '{name}': data holds values {datatype} cannot represent")
 
 
 def _from_binary(

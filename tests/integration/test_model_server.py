@@ -98,6 +98,15 @@ class TestRuntimesModelServer:
             ("POST", "/v1/models/iris:predict", b'{"instance": [[1, 2, 3, 4]]}', 400, "'instances' or 'inputs'"),
             ("POST", "/v1/models/iris:predict", b'{"instances": [[1, 2, 3, 4], [1]]}', 400, "'instances' is not a regular array"),
             ("GET", "/v9/anything", None, 404, "no route /v9/anything"),
+            # Issue 10's probes: each was a 500 and is the client's mistake, named with its fix.
+            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "parameters": "binary_data_size"}]}', 400, "input 'input-0': 'parameters' must be an object"),
+            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "parameters": ["binary_data_size"]}]}', 400, "input 'input-0': 'parameters' must be an object"),
+            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], "outputs": [{"name": "output-0", "parameters": "binary"}]}', 400, "outputs[0] ('output-0'): 'parameters' must be an object"),
+            ("POST", "/v1/models/iris:predict", b'{"instances": [[null, null, null, null]]}', 400, "model 'iris' cannot take this input: Input X contains NaN"),
+            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1e39, 1, 1, 1]}]}', 400, "input 'input-0': data[0] = 1e+39 is beyond FP32's range"),
+            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [0, 4], "datatype": "FP32", "data": []}]}', 400, "input 'input-0' has shape [0, 4]: no rows; send at least one row"),
+            ("POST", "/v2/models/iris/versions/999/infer", (IRIS_DIR / "iris-input-v2.json").read_bytes(), 404, "model 'iris' has no versions"),
+            ("GET", "/v1/models/iris:predict", None, 405, "GET /v1/models/iris:predict: method not allowed; use POST"),
         ],
     )
     def test_error_answers(self, base: str, method: str, path: str, body: bytes | None, status: int, message: str) -> None:
@@ -105,6 +114,8 @@ class TestRuntimesModelServer:
         assert response.status_code == status, response.text
         assert response.headers["content-type"] == "application/json"
         assert message in response.json()["error"]
+        if status == 405:
+            assert response.headers["allow"] == "POST"
 
 
     def test_metrics_count_requests(self, base: str) -> None:

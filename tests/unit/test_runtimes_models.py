@@ -50,12 +50,41 @@ async def test_sklearn_input_errors_are_400(iris_dir: Path) -> None:
     assert output.data.tolist() == [1, 1]
 
 
-async def test_model_failure_is_500_naming_the_model(iris_dir: Path) -> None:
+class _BrokenEstimator:
+    n_features_in_ = 4
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the estimator's own bug")
+
+
+async def test_model_failure_on_valid_input_is_500_naming_the_model(iris_dir: Path) -> None:
     model = SKLearnModel("iris", iris_dir)
     await model.load()
-    with pytest.raises(InferenceError, match="model 'iris' failed: ValueError") as caught:
-        await model([Tensor.from_numpy("input-0", np.array([[np.nan, 1, 2, 3]]))])
+    model.estimator = _BrokenEstimator()
+    with pytest.raises(InferenceError, match="model 'iris' failed: RuntimeError: the estimator's own bug") as caught:
+        await model([Tensor.from_numpy("input-0", IRIS_ROWS)])
     assert caught.value.status_code == 500
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (np.zeros((0, 4), dtype=np.float32), "input 'input-0' has shape [0, 4]: no rows; send at least one row"),
+        (np.array([[None, 1, None, 2]], dtype=object), "model 'iris' cannot take this input: Input X contains NaN"),
+        (np.array([[np.nan, 1, 2, 3]]), "model 'iris' cannot take this input: Input X contains NaN"),
+        (np.array([[np.inf, 1, 2, 3]]), "model 'iris' cannot take this input: Input X contains infinity"),
+        (np.array([["a", "b", "c", "d"]], dtype=object), "model 'iris' cannot take this input: could not convert string to float: 'a'"),
+    ],
+)
+async def test_input_the_estimator_refuses_is_400(iris_dir: Path, rows: np.ndarray, message: str) -> None:
+    """sklearn validates X itself (ValueError/TypeError): that is the caller's input, not a model failure."""
+    model = SKLearnModel("iris", iris_dir)
+    await model.load()
+    with pytest.raises(InvalidInput) as caught:
+        await model([Tensor.from_numpy("input-0", rows)])
+    assert message in str(caught.value)
+    if rows.dtype == object and None in rows.tolist()[0]:
+        assert str(caught.value).endswith("(a null in the request arrives as NaN)")
 
 
 def test_model_file_discovery(tmp_path: Path, iris_dir: Path) -> None:

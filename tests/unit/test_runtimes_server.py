@@ -24,8 +24,8 @@ class Doubler(Model):
 
     platform = "test"
 
-    def __init__(self, name: str = "double", fail_load: bool = False) -> None:
-        super().__init__(name, version="1")
+    def __init__(self, name: str = "double", fail_load: bool = False, version: str | None = "1") -> None:
+        super().__init__(name, version=version)
         self.release = asyncio.Event()
         self.fail_load = fail_load
 
@@ -114,6 +114,40 @@ def test_error_statuses_and_bodies() -> None:
     assert 'odh_model_server_requests_total{model="double",protocol="v2",status="400"} 2.0' in metrics
     assert 'odh_model_server_requests_total{model="double",protocol="v2",status="500"} 1.0' in metrics
     assert 'odh_model_server_predict_duration_seconds_count{model="double"}' in metrics
+
+
+def test_unknown_versions_paths_and_methods() -> None:
+    """404 for a version the model does not serve (also when it serves none), 405 with Allow for a
+    known path with the wrong method, 404 for any other path."""
+    model = Doubler(version=None)
+    model.release.set()
+    with TestClient(ModelServer(ModelRepository([model])).app) as client:
+        _wait_ready(client)
+        for path in ("/v2/models/double/versions/999/infer", "/v2/models/double/versions/1/infer"):
+            response = client.post(path, content=_infer_body([1]))
+            assert response.status_code == 404, response.text
+            assert response.json()["error"] == (
+                "model 'double' has no versions; use /v2/models/double/infer without /versions/..."
+            )
+        assert client.get("/v2/models/double/versions/999").status_code == 404
+        assert client.get("/v2/models/double/versions/999/ready").status_code == 404
+
+        for method, path, allow in [
+            ("GET", "/v1/models/double:predict", "POST"),
+            ("PUT", "/v1/models/double:predict", "POST"),
+            ("GET", "/v2/models/double/infer", "POST"),
+            ("POST", "/v2/health/live", "GET, HEAD"),
+            ("DELETE", "/v2/models/double", "GET, HEAD"),
+        ]:
+            response = client.request(method, path)
+            assert response.status_code == 405, (method, path, response.text)
+            assert response.headers["allow"] == allow
+            assert response.json()["error"] == f"{method} {path}: method not allowed; use {allow}"
+
+        for path in ("/v1/models/double:explain", "/v2/models/double/explain", "/nope", "/v1/models/a/b"):
+            response = client.get(path)
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["error"].startswith(f"no route {path}")
 
 
 def test_binary_request_and_binary_response() -> None:

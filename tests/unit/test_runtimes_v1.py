@@ -40,6 +40,9 @@ def test_records_become_one_tensor_per_column() -> None:
         (b'{"instances": [[1, 2], [3]]}', "'instances' is not a regular array"),
         (b'{"instances": [{"a": 1}, {"b": 2}]}', "'instances[1]' has keys ['b']"),
         (b'{"instances": [{"a": 1}, 2]}', "'instances[1]' must be an object"),
+        (b'{"instances": [[1, 2], {"a": 1}]}', "'instances' is not a regular array"),
+        (b'{"instances": [{"a": [1, [2]]}]}', "'instances[].a' is not a regular array"),
+        (b'{"instances": [[1, 2]], "inputs": [[1, 2]]}', "has both 'instances' and 'inputs'"),
     ],
 )
 def test_errors_name_the_field(body: bytes, message: str) -> None:
