@@ -327,7 +327,7 @@ class _Connection(asyncio.Protocol):
         self.line_bytes = 0  # bytes of its last, unfinished line (an upper bound)
         self.in_body = False  # the current request's head is complete
         self.begun = False  # a request began during the feed in progress
-        self.refused = False  # a refusal is queued or sent: nothing more is parsed
+        self.refused = False  # a refusal is queued or sent, or the client said close: nothing more is parsed
         self._linger: asyncio.TimerHandle | None = None
 
     @property
@@ -369,7 +369,7 @@ class _Connection(asyncio.Protocol):
             self.refuse(_Refusal(501, "protocol upgrades are not supported"))
             return
         except httptools.HttpParserError as exc:
-            self.refuse(_Refusal(400, f"malformed HTTP request: {exc}"))
+            self.refuse(_Refusal(400, f"malformed HTTP request: {exc}"))  # nothing when the client said close
             return
         if self.current is not None and not self.in_body:
             self._count_head(data, was_in_head and not self.begun, body_left)
@@ -478,6 +478,8 @@ class _Connection(asyncio.Protocol):
         parts = request._parts
         request.body = parts[0] if len(parts) == 1 else b"".join(parts)
         request._parts = []
+        if not request.keep_alive:
+            self.refused = True  # the client said close: nothing after this request is read (RFC 9112 9.6)
         self._enqueue(request)
 
     # request running

@@ -12,6 +12,10 @@ httpcore/anyio/h11) spent ~2 ms of CPU per request in the router, most of it in 
 * Failures raise ``UpstreamError`` subclasses: ``ConnectFailed`` (nothing was sent: the caller may take
   the engine out), ``ReadTimeout``, ``Disconnected``, ``BadResponse``. A pooled connection that the engine
   closed just as it was reused (EOF before any response byte) is redialled once, as the gateway does.
+* A connection is reused only while its bytes line up with its requests: anything after a complete
+  response (a second response, garbage) or on an idle connection closes it, so no response can ever be
+  read as the answer to a later request. The request's framing (Host, Content-Length) is always this
+  client's own; callers cannot pass either.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from urllib.parse import urlsplit
 import httptools
 
 _JSON = b"Content-Type: application/json\r\n"
+# Headers only the pool writes: the framing of every request comes from here.
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade",
+                          "keep-alive", "trailer", "proxy-connection"})
 # Streamed body bytes buffered before the engine connection stops reading (back-pressure).
 _BUFFER_LIMIT = 1 << 20
 
@@ -46,6 +53,10 @@ class Disconnected(UpstreamError):
 
 class BadResponse(UpstreamError):
     """The engine's bytes were not valid HTTP/1.1."""
+
+
+class _Unsolicited(Exception):
+    """Raised from the parser: a response began after the exchange's response was complete."""
 
 
 class Response:
@@ -131,7 +142,8 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses the response of the exchange in progress."""
 
     __slots__ = ("pool", "transport", "parser", "closed", "read_paused", "received", "stream", "waiter",
-                 "response", "idle_since", "last_io", "timer", "_headers", "_until_close", "_complete")
+                 "response", "idle_since", "last_io", "timer", "_headers", "_until_close", "_complete",
+                 "_reusable")
 
     def __init__(self, pool: EnginePool) -> None:
         self.pool = pool
@@ -148,7 +160,8 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self._headers: dict[str, str] = {}
         self._until_close = False
-        self._complete = False
+        self._complete = False  # the exchange's final response is in (released after the feed)
+        self._reusable = False
 
     # -- asyncio callbacks -----------------------------------------------------------------------
 
@@ -163,10 +176,21 @@ class _Connection(asyncio.Protocol):
         self.last_io = self.pool.loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(BadResponse("unexpected protocol upgrade"))
-        except httptools.HttpParserError as exc:
-            self._fail(BadResponse(f"invalid HTTP response: {exc}"))
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Unsolicited):
+                raise
+            self._reusable = False
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            if not self._complete:
+                kind = "unexpected protocol upgrade" if isinstance(exc, httptools.HttpParserUpgrade) else (
+                    f"invalid HTTP response: {exc}")
+                self._fail(BadResponse(kind))
+                return
+            self._reusable = False  # garbage after a complete response
+        if self._complete and (self.waiter is not None or self.response is not None):
+            # Released only now, after the whole segment: bytes that followed the response in it
+            # have had their say on whether the connection may be reused.
+            self._release(self._reusable)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -189,6 +213,8 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Unsolicited  # a second response to one request: stop parsing, drop the connection
         self._headers = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -221,7 +247,7 @@ class _Connection(asyncio.Protocol):
         if self.parser.get_status_code() < 200 or self.response is None:
             return
         self._complete = True
-        self._release(self.parser.should_keep_alive() and not self._until_close)
+        self._reusable = self.parser.should_keep_alive() and not self._until_close
 
     # -- the exchange ----------------------------------------------------------------------------
 
@@ -231,6 +257,7 @@ class _Connection(asyncio.Protocol):
         self.response = None
         self.received = False
         self._complete = False
+        self._reusable = False
         self._until_close = False
         self.last_io = self.pool.loop.time()
         self.timer = self.pool.loop.call_at(self.last_io + self.pool.read_timeout, self._check_timeout)
@@ -323,9 +350,17 @@ class EnginePool:
 
     async def request(self, method: str, path: str, body: bytes | None = None,
                       headers: Iterable[tuple[str, str]] = (), stream: bool = False) -> Response:
-        """Send one request; with ``stream`` return at the response head, else once the body is in."""
-        fields = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
-        return await self._send(method, path, body, fields, stream)
+        """Send one request; with ``stream`` return at the response head, else once the body is in.
+        ``headers`` may not set the framing (Host, Content-Length, Transfer-Encoding, Connection) nor hold
+        line breaks: the pool frames every request itself."""
+        fields = []
+        for name, value in headers:
+            if name.lower() in _OWN_HEADERS:
+                raise ValueError(f"header {name!r} is set by the engine pool, not by callers")
+            if any(c in name or c in value for c in "\r\n\0") or not name or ":" in name:
+                raise ValueError(f"header {name!r}: names and values may not hold line breaks, NUL or a colon")
+            fields.append(f"{name}: {value}\r\n".encode("latin-1"))
+        return await self._send(method, path, body, b"".join(fields), stream)
 
     async def post_json(self, path: str, body: bytes, stream: bool = False) -> Response:
         return await self._send("POST", path, body, _JSON, stream)
@@ -334,6 +369,8 @@ class EnginePool:
         return await self._send("GET", path, None, b"", False)
 
     async def _send(self, method: str, path: str, body: bytes | None, fields: bytes, stream: bool) -> Response:
+        if not path.startswith("/") or any(c in path for c in " \r\n\0"):
+            raise ValueError(f"path {path!r}: must start with / and hold no space, line break or NUL")
         # The whole request goes out in one write: head and body in one buffer.
         length = b"Content-Length: %d\r\n" % len(body) if body is not None else (
             b"Content-Length: 0\r\n" if method in ("POST", "PUT", "PATCH") else b"")

@@ -119,3 +119,13 @@ async def test_chunk_extensions_are_dropped_and_trailers_never_become_headers(
     (request,) = app.seen
     assert request.body == b"abc"
     assert [name for name, _ in request.headers] == [b"host", b"transfer-encoding", b"connection"]
+
+
+@pytest.mark.parametrize("close", [b"connection: close", b"proxy-connection: close"])
+async def test_nothing_after_a_request_that_said_close_is_read(served: tuple[Recorder, HttpServer],
+                                                               close: bytes) -> None:
+    app, server = served
+    answer = await exchange(server, b"GET /last HTTP/1.1\r\nhost: a\r\n%s\r\n\r\n" % close +
+                                    b"GET /after HTTP/1.1\r\nhost: a\r\n\r\ngarbage")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.count(b"HTTP/1.1") == 1
+    assert [r.path for r in app.seen] == ["/last"]

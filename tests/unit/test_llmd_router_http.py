@@ -107,3 +107,75 @@ async def test_plain_completion_and_other_paths(stack: tuple[Router, HttpServer,
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length"))
     assert orjson.loads(await reader.readexactly(length))["status"] == "ok"
     writer.close()
+
+
+class RecordingEngine:
+    """Keeps the raw head of every request it reads and answers a completion with its own framing."""
+
+    def __init__(self) -> None:
+        self.heads: list[list[bytes]] = []
+        self.bodies: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n"))[:-4].split(b"\r\n")
+                length = next(int(line.split(b":")[1]) for line in head if line.lower().startswith(b"content-length:"))
+                self.heads.append(head)
+                self.bodies.append(await reader.readexactly(length))
+                data = orjson.dumps({"choices": [{"text": "x"}]})
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                             % (len(data), data))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def __aenter__(self) -> RecordingEngine:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_the_engine_sees_only_the_routers_framing() -> None:
+    """Whatever framing and hop-by-hop headers a client sends, each client request reaches the engine as
+    exactly one request whose Host, Content-Type and Content-Length the router wrote; a request text
+    inside the client's body stays inside the engine request's JSON."""
+    async with RecordingEngine() as engine:
+        name = f"127.0.0.1:{engine.port}"
+        monitor = LoadMonitor([EngineSpec(f"http://{name}", name=name)])
+        for pod in monitor.pods.values():
+            pod.healthy = True
+        router = Router(RouterConfig(model="m"), monitor, Scheduler(load_config(yaml.safe_load(
+            DEFAULT_CONFIG_PATH.read_text()))), KeyRing(()))
+        await router.start()
+        router.clients = {name: EnginePool(f"http://{name}")}
+        server = HttpServer(router.serve_http)
+        await server.start("127.0.0.1", 0)
+        try:
+            smuggled = "\r\n\r\nPOST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+            body = orjson.dumps({"model": "m", "prompt": smuggled, "max_tokens": 1})
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            hop_by_hop = (b"connection: keep-alive, content-length, transfer-encoding, host, x-drop\r\n"
+                          b"keep-alive: timeout=99\r\nte: trailers\r\nupgrade-insecure: 1\r\nx-drop: 1\r\n"
+                          b"proxy-connection: keep-alive\r\nx-forwarded-host: evil\r\n")
+            writer.write(b"POST /v1/completions HTTP/1.1\r\nhost: client-host\r\n" + hop_by_hop +
+                         b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) +
+                         b"POST /v1/completions HTTP/1.1\r\nhost: client-host\r\n" + hop_by_hop +
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            for _ in range(2):
+                answer = await asyncio.wait_for(reader.readuntil(b'"x"}]}'), 5)
+                assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+            writer.close()
+        finally:
+            await server.stop(grace=0.5)
+            await router.stop()
+    assert len(engine.heads) == 2  # one engine request per client request, nothing smuggled in between
+    for head, sent in zip(engine.heads, engine.bodies):
+        assert head == [b"POST /v1/completions HTTP/1.1", b"Host: " + name.encode(),
+                        b"Content-Type: application/json", b"Content-Length: %d" % len(sent)]
+        assert orjson.loads(sent)["prompt"] == smuggled

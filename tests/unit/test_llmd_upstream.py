@@ -10,6 +10,16 @@ import orjson
 import pytest
 
 from serving.llmd.upstream import BadResponse, ConnectFailed, Disconnected, EnginePool, ReadTimeout
+from support import wait_until_async
+
+
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+# Bytes an engine might send after a complete response, in the same segment.
+EXTRA = {
+    "/second-response": SMUGGLED,
+    "/second-response-head": SMUGGLED[:-8],  # its body would be taken from the next request's answer
+    "/garbage-after": b"zzz",
+}
 
 
 class Engine:
@@ -21,6 +31,7 @@ class Engine:
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.release = asyncio.Event()  # lets /stream send its last chunk
+        self.talk = asyncio.Event()  # lets /then-talk write on the connection after its answer
 
     async def __aenter__(self) -> Engine:
         self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
@@ -83,6 +94,13 @@ class Engine:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
             await writer.drain()
             return False
+        elif path in EXTRA:  # a response, then bytes that answer nothing we sent
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + EXTRA[path])
+        elif path == "/then-talk":  # a response; later, while the connection idles in the pool, another
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await self.talk.wait()
+            writer.write(SMUGGLED)
         elif path == "/garbage":
             writer.write(b"NOT HTTP AT ALL\r\n\r\n")
             await writer.drain()
@@ -204,4 +222,42 @@ async def test_abandoned_stream_drops_its_connection() -> None:
         r.close()
         engine.release.set()
         assert (await pool.post_json("/echo", b"fresh")).body == b"fresh" and engine.connections == 2
+        await pool.close()
+
+
+@pytest.mark.parametrize("path", list(EXTRA))
+async def test_bytes_after_a_complete_response_discard_the_connection(path: str) -> None:
+    async with Engine() as engine:
+        pool = EnginePool(engine.url)
+        assert (await pool.get(path)).body == b"ok"  # the answer to what was sent
+        assert not pool._idle  # the connection did not go back to the pool
+        r = await pool.post_json("/echo", b"next")
+        assert r.body == b"next" and engine.connections == 2
+        await pool.close()
+
+
+async def test_bytes_on_an_idle_pooled_connection_discard_it() -> None:
+    async with Engine() as engine:
+        pool = EnginePool(engine.url)
+        assert (await pool.get("/then-talk")).body == b"ok"
+        (conn,) = pool._idle
+        engine.talk.set()
+        await wait_until_async(lambda: conn.closed, timeout=10, what="the talking connection closed")
+        r = await pool.post_json("/echo", b"next")
+        assert r.body == b"next" and engine.connections == 2
+        await pool.close()
+
+
+async def test_callers_cannot_set_the_framing_or_break_the_head() -> None:
+    async with Engine() as engine:
+        pool = EnginePool(engine.url)
+        for headers in ([("Content-Length", "0")], [("host", "other")], [("Transfer-Encoding", "chunked")],
+                        [("Connection", "close")], [("x-a", "1\r\nContent-Length: 5")], [("x:a", "1")]):
+            with pytest.raises(ValueError):
+                await pool.request("POST", "/echo", b"{}", headers=headers)
+        with pytest.raises(ValueError):
+            await pool.get("/echo HTTP/1.1\r\nx: y")
+        assert engine.connections == 0  # nothing was sent
+        r = await pool.request("POST", "/echo", b"{}", headers=[("x-request-id", "abc")])
+        assert r.body == b"{}"
         await pool.close()
