@@ -47,6 +47,10 @@ class AdmissionError(ServingError):
         return self.errors[0].reason
 
 
+class ManifestError(ServingError):
+    """A manifest file cannot be read as Kubernetes objects (missing, too large, not YAML, not mappings)."""
+
+
 class RuntimeResolutionError(ServingError):
     """No ServingRuntime can serve a predictor. ``reason`` is KServe's status reason."""
 

@@ -1,3 +1,4 @@
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,21 @@ def test_cluster_scoped_objects_have_no_namespace(tmp_path: Path) -> None:
     stored, _ = store.put({"kind": "ClusterServingRuntime", "metadata": {"name": "rt", "namespace": "x"}, "spec": {}})
     assert stored["metadata"]["namespace"] == ""
     assert store.get("ClusterServingRuntime", "", "rt")["metadata"]["name"] == "rt"
+
+
+def test_rows_that_are_junk_come_back_addressable_and_deletable(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "db.sqlite")
+    store.put(isvc("good"))
+    # As an older version (or a hand edit) might have left them: bodies that are not objects.
+    raw = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    raw.execute("INSERT INTO objects(kind, namespace, name, body, status) VALUES (?,?,?,?,?)",
+                ("InferenceService", "default", "junk", "[1, 2]", "not json"))
+    raw.execute("INSERT INTO objects(kind, namespace, name, body, status) VALUES (?,?,?,?,?)",
+                ("Nope", "default", "x", '{"metadata": "x"}', "{}"))
+    raw.close()
+    listed = store.list("InferenceService")
+    assert [o["metadata"]["name"] for o in listed] == ["good", "junk"]
+    assert listed[1] == {"kind": "InferenceService", "metadata": {"namespace": "default", "name": "junk"}, "status": {}}
+    assert store.get("Nope", "default", "x")["metadata"] == {"namespace": "default", "name": "x"}
+    assert store.kinds() == ["InferenceService", "Nope"]
+    assert store.delete("Nope", "default", "x") and store.kinds() == ["InferenceService"]

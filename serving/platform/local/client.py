@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from serving.errors import AdmissionError, DaemonNotRunningError, FieldError, NotFoundError, PlatformError, ReadyTimeoutError
+from serving.kserve.objects import kind_error
 from serving.platform.base import KubeObject, condition, is_ready
 from serving.platform.local.store import CLUSTER_SCOPED
 
@@ -45,17 +47,22 @@ class LocalPlatform:
         return self._request("GET", "/pods")
 
     def apply(self, obj: KubeObject) -> KubeObject:
-        return self._request("POST", f"/apis/{obj.get('kind', '')}", json=obj)
+        kind = obj.get("kind") if isinstance(obj, dict) else None
+        refused = kind_error(kind)
+        if refused is not None:  # the daemon refuses it too; a kind that is no URL segment never gets there
+            raise AdmissionError([refused], kind=kind if isinstance(kind, str) else "")
+        return self._request("POST", f"/apis/{_seg(kind)}", json=obj)
 
     def get(self, kind: str, namespace: str, name: str) -> KubeObject:
-        return self._request("GET", f"/apis/{kind}/{_ns(kind, namespace)}/{name}")
+        return self._request("GET", _object_path(kind, namespace, name))
 
     def list(self, kind: str, namespace: str | None = None) -> list[KubeObject]:
-        return self._request("GET", f"/apis/{kind}", params={"namespace": namespace} if namespace else None)
+        return self._request("GET", f"/apis/{_seg(kind)}", params={"namespace": namespace} if namespace else None)
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object of any kind (also one users can no longer apply); False when there was none."""
         try:
-            self._request("DELETE", f"/apis/{kind}/{_ns(kind, namespace)}/{name}")
+            self._request("DELETE", _object_path(kind, namespace, name))
         except NotFoundError:
             return False
         return True
@@ -89,10 +96,28 @@ class LocalPlatform:
             raise AdmissionError([FieldError(e["field"], e["reason"]) for e in body.get("errors", [])],
                                  kind=body.get("kind", ""), name=body.get("name", ""))
         if response.status_code == 404:
-            raise NotFoundError(response.json().get("error", path))
+            raise NotFoundError(_error_of(response) or path)
         if response.status_code >= 400:
-            raise PlatformError(f"{method} {path}: {response.status_code} {response.text}")
+            raise PlatformError(f"the odh daemon answered {response.status_code} to {method} {path}: "
+                                f"{_error_of(response) or response.text}")
         return response.json()
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: a name with '/' or '?' in it must not address something else."""
+    return quote(value, safe="") or "-"
+
+
+def _object_path(kind: str, namespace: str, name: str) -> str:
+    return f"/apis/{_seg(kind)}/{_seg(_ns(kind, namespace))}/{_seg(name)}"
 
 
 def _ns(kind: str, namespace: str) -> str:

@@ -41,6 +41,7 @@ from serving.kserve import (
 )
 from serving.kserve.llmisvc import KIND as LLMISVC
 from serving.kserve.llmisvc import WorkloadObservation, admit_llm_inference_service, observe_llm
+from serving.kserve.objects import USER_KINDS, admit_object
 from serving.kserve.reconcile.llmd import (
     ENGINE_PORT,
     ENGINE_SELECTOR_ANNOTATION,
@@ -54,11 +55,14 @@ from serving.kserve.reconcile.llmd import (
 from serving.kserve.types import ClusterServingRuntime, ServingRuntime
 from serving.platform.local.api import build_api
 from serving.platform.local.deployments import DeploymentRunner
+from serving.platform.local.failures import RECONCILE_FAILED, describe_failure, failed_status, ignored_status
 from serving.platform.local.gateway import Gateway
+from serving.platform.local.limits import PlatformLimits
 from serving.platform.local.orphans import stop_orphans
+from serving.platform.local.peercred import allowed_uids, bind_private_socket, peer_checked_protocol, private_directory
 from serving.platform.local.pods import PodPlan
 from serving.platform.local.routes import RouteTable
-from serving.platform.local.store import ObjectStore, key_of
+from serving.platform.local.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +88,11 @@ class DaemonFiles:
 class Daemon:
     def __init__(self, state: Path, *, gateway_host: str = "127.0.0.1", gateway_port: int = DEFAULT_GATEWAY_PORT) -> None:
         self.files = DaemonFiles(state)
-        state.mkdir(parents=True, exist_ok=True)
+        private_directory(state)  # 0700: the control socket and the database are the daemon user's alone
+        self.limits = PlatformLimits.from_env()
         self.store = ObjectStore(self.files.db)
         self.routes = RouteTable()
-        self.gateway = Gateway(self.routes)
+        self.gateway = Gateway(self.routes, limits=self.limits)  # ODH_* overrides reach the gateway too
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
         self.config = ReconcileConfig()
@@ -98,20 +103,18 @@ class Daemon:
         self._stop = asyncio.Event()
         self._storage_settings = None
         self._stopping: set[asyncio.Task[None]] = set()
+        # Per user object: the Deployments its last good reconcile ran (kept running while it fails),
+        # and the failure last reported for it (logged once, not every pass).
+        self._owned: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+        self._failures: dict[tuple[str, str, str], str] = {}
+        self._ignored: dict[tuple[str, str, str], str] = {}
 
     # -- the control API calls these -------------------------------------------------------------
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Admit and store ``obj``. An AdmissionError leaves every stored object untouched."""
-        kind = obj.get("kind")
-        if kind == ISVC:
-            obj = admit_inference_service(obj).to_dict()
-        elif kind == LLMISVC:
-            obj = admit_llm_inference_service(obj)
-        elif kind in ("ServingRuntime", "ClusterServingRuntime"):
-            from serving.kserve import admit_serving_runtime
-
-            obj = admit_serving_runtime(obj).to_dict()
+        """Admit and store ``obj``, one of the kinds users apply. An AdmissionError (any other kind, a bad
+        field, replicas beyond the limit) leaves every stored object untouched."""
+        obj = admit_object(obj, max_replicas=self.limits.max_replicas)
         stored, _ = self.store.put(obj)
         self.wake()
         return stored
@@ -129,6 +132,11 @@ class Daemon:
     def wake(self) -> None:
         self._wake.set()
 
+    def ignored(self) -> list[dict[str, str]]:
+        """Stored objects the daemon does not act on, with why and how to remove them."""
+        return [{"kind": kind, "namespace": ns, "name": name, "message": message}
+                for (kind, ns, name), message in sorted(self._ignored.items())]
+
     def pods(self) -> list[dict[str, Any]]:
         return [
             {"namespace": ns, "deployment": name, **vars(info)}
@@ -143,9 +151,11 @@ class Daemon:
             stop_orphans(self.files.pods)  # what a killed predecessor left running; replicas start fresh below
             port = await self.gateway.start(self.gateway_host, self.gateway_port)
             self.gateway_port = port
-            api = _QuietServer(uvicorn.Config(build_api(self), uds=str(self.files.socket), log_level="warning",
-                                              lifespan="off", access_log=False))
-            api_task = asyncio.create_task(api.serve())
+            # Bound 0600 in the 0700 state directory, and each peer's uid checked (its own or root).
+            api_socket = bind_private_socket(self.files.socket)
+            api = _QuietServer(uvicorn.Config(build_api(self), http=peer_checked_protocol(allowed_uids()), ws="none",
+                                              log_level="warning", lifespan="off", access_log=False))
+            api_task = asyncio.create_task(api.serve(sockets=[api_socket]))
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
@@ -168,6 +178,7 @@ class Daemon:
                 await self.gateway.stop()
                 with contextlib.suppress(Exception):
                     await api_task
+                self.files.socket.unlink(missing_ok=True)
                 self.files.info.unlink(missing_ok=True)
                 self.store.close()
 
@@ -184,17 +195,19 @@ class Daemon:
     def reconcile_all(self) -> None:
         desired_deployments: set[tuple[str, str]] = set()
         live: set[tuple[str, str, str]] = set()
-        for isvc in self.store.list(ISVC):
-            live.add((ISVC, isvc["metadata"]["namespace"], isvc["metadata"]["name"]))
-            desired_deployments |= self._reconcile_isvc(isvc)
-        for llm in self.store.list(LLMISVC):
-            live.add((LLMISVC, llm["metadata"]["namespace"], llm["metadata"]["name"]))
-            try:
-                desired_deployments |= self._reconcile_llmisvc(llm)
-            except Exception:  # noqa: BLE001 - one bad object must not stop the others
-                log.exception("reconciling %s %s failed", LLMISVC, llm["metadata"]["name"])
-                desired_deployments |= {k for k in self.runners if k[0] == llm["metadata"]["namespace"]
-                                        and k[1].startswith(llm["metadata"]["name"] + "-kserve")}
+        for kind, reconcile_one in ((ISVC, self._reconcile_isvc), (LLMISVC, self._reconcile_llmisvc)):
+            for obj in self.store.list(kind):
+                key = (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+                live.add(key)
+                try:
+                    self._owned[key] = reconcile_one(obj)
+                    self._failures.pop(key, None)
+                except Exception as exc:  # noqa: BLE001 - one bad object must not stop the others
+                    self._report_failure(key, obj, exc)
+                desired_deployments |= self._owned.get(key, set())  # a failing object keeps what it ran
+        for key in [k for k in self._owned if k not in live]:
+            del self._owned[key]
+            self._failures.pop(key, None)
         self._collect_garbage(live)
         for key in [k for k in self.runners if k not in desired_deployments]:
             task = asyncio.create_task(self.runners.pop(key).stop())
@@ -203,9 +216,24 @@ class Daemon:
         for runner in self.runners.values():
             runner.step()
 
+    def _report_failure(self, key: tuple[str, str, str], stored: dict[str, Any], exc: Exception) -> None:
+        """Write why ``key`` could not be reconciled into its status (and the log, once per reason)."""
+        reason, message = describe_failure(exc)
+        if self._failures.get(key) != message:
+            self._failures[key] = message
+            if reason == RECONCILE_FAILED:
+                log.error("reconciling %s %s/%s failed", *key, exc_info=exc)
+            else:
+                log.warning("%s %s/%s cannot be reconciled: %s: %s", *key, reason, message)
+        status = failed_status(stored.get("status"), reason, message, stored["metadata"].get("generation"))
+        if status != stored.get("status"):
+            self.store.set_status(*key, status)
+
     def _reconcile_isvc(self, stored: dict[str, Any]) -> set[tuple[str, str]]:
         ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
-        isvc = admit_inference_service(stored)
+        # Admitted again with today's limits: a database from before them (or a lowered limit) must not
+        # start what apply would refuse now.
+        isvc = admit_inference_service(stored, max_replicas=self.limits.max_replicas)
         failure: tuple[str, str] | None = None
         deployments: set[tuple[str, str]] = set()
         runtime = None
@@ -271,7 +299,7 @@ class Daemon:
 
     def _reconcile_llmisvc(self, stored: dict[str, Any]) -> set[tuple[str, str]]:
         ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
-        children = reconcile_llm(admit_llm_inference_service(stored), self.llm_config)
+        children = reconcile_llm(admit_llm_inference_service(stored, max_replicas=self.limits.max_replicas), self.llm_config)
         deployments: set[tuple[str, str]] = set()
         engines: dict[str, DeploymentRunner] = {}  # by role
         router: dict[str, Any] | None = None
@@ -325,17 +353,39 @@ class Daemon:
         return str(python)
 
     def _collect_garbage(self, live: set[tuple[str, str, str]]) -> None:
-        """Delete children whose owner (an InferenceService or LLMInferenceService) is gone, and their routes."""
+        """Delete children whose owner (an InferenceService or LLMInferenceService) is gone, and their routes;
+        mark stored objects the daemon does not act on as ignored."""
+        ignored: dict[tuple[str, str, str], tuple[dict[str, Any], str]] = {}
         for kind in OWNED_KINDS:
             for child in self.store.list(kind):
+                ns, name = child["metadata"]["namespace"], child["metadata"]["name"]
                 owner = _owner(child)
-                if owner is not None and (owner[0], child["metadata"]["namespace"], owner[1]) not in live:
-                    self.store.delete(*key_of(child))
+                if owner is None:
+                    ignored[(kind, ns, name)] = (child, f"this {kind} is not owned by an {ISVC} or {LLMISVC}")
+                elif (owner[0], ns, owner[1]) not in live:
+                    self.store.delete(kind, ns, name)
+        for kind in self.store.kinds():
+            if kind not in USER_KINDS and kind not in OWNED_KINDS:
+                for obj in self.store.list(kind):
+                    ignored[(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])] = (
+                        obj, f"{kind} is not a kind this platform runs (users apply {', '.join(USER_KINDS)})")
+        self._report_ignored(ignored)
         live_routes = {(ns, name) for _, ns, name in live}
         for ns_name in list(self.routes.snapshot()):
             ns, _, name = ns_name.partition("/")
             if (ns, name) not in live_routes:
                 self.routes.remove(ns, name)
+
+    def _report_ignored(self, ignored: dict[tuple[str, str, str], tuple[dict[str, Any], str]]) -> None:
+        for key, (obj, why) in ignored.items():
+            status = ignored_status(obj.get("status"), *key, why)
+            if key not in self._ignored:
+                log.warning("ignoring %s %s/%s: %s", *key, status["conditions"][-1]["message"])
+            self._ignored[key] = status["conditions"][-1]["message"]
+            if status != obj.get("status"):
+                self.store.set_status(*key, status)
+        for key in [k for k in self._ignored if k not in ignored]:
+            del self._ignored[key]
 
     def _namespace_runtimes(self, namespace: str) -> list[ServingRuntime]:
         return [ServingRuntime.model_validate(o) for o in self.store.list("ServingRuntime", namespace)]
@@ -354,10 +404,12 @@ class Daemon:
 
 
 def _owner(obj: dict[str, Any]) -> tuple[str, str] | None:
-    """``(kind, name)`` of the InferenceService or LLMInferenceService that owns ``obj``."""
-    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") in OWNER_KINDS:
-            return ref["kind"], ref.get("name")
+    """``(kind, name)`` of the InferenceService or LLMInferenceService that owns ``obj``; None when no
+    well-formed reference names one (stored data may be junk: e.g. ``ownerReferences: ["x"]``)."""
+    refs = obj.get("metadata", {}).get("ownerReferences")
+    for ref in refs if isinstance(refs, list) else []:
+        if isinstance(ref, dict) and ref.get("kind") in OWNER_KINDS and isinstance(ref.get("name"), str):
+            return ref["kind"], ref["name"]
     return None
 
 

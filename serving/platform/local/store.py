@@ -8,6 +8,7 @@ a user's apply.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -18,6 +19,8 @@ from typing import Any
 from serving.errors import NotFoundError
 
 KubeObject = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -83,7 +86,7 @@ class ObjectStore:
             row = self._row(kind, namespace, name)
         if row is None:
             raise NotFoundError(f"{kind} {namespace}/{name} not found")
-        return {**json.loads(row[0]), "status": json.loads(row[1])}
+        return _decode(kind, namespace, name, *row)
 
     def find(self, kind: str, namespace: str, name: str) -> KubeObject | None:
         try:
@@ -92,14 +95,19 @@ class ObjectStore:
             return None
 
     def list(self, kind: str, namespace: str | None = None) -> list[KubeObject]:
-        query = "SELECT body, status FROM objects WHERE kind = ?"
+        query = "SELECT namespace, name, body, status FROM objects WHERE kind = ?"
         params: tuple[str, ...] = (kind,)
         if namespace is not None:
             query += " AND namespace = ?"
             params += (namespace,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY namespace, name", params).fetchall()
-        return [{**json.loads(body), "status": json.loads(status)} for body, status in rows]
+        return [_decode(kind, ns, name, body, status) for ns, name, body, status in rows]
+
+    def kinds(self) -> list[str]:
+        """Every kind with at least one stored object."""
+        with self._lock:
+            return [kind for (kind,) in self._db.execute("SELECT DISTINCT kind FROM objects ORDER BY kind")]
 
     def set_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Replace the status; returns False when the object is gone (deleted meanwhile)."""
@@ -124,6 +132,28 @@ class ObjectStore:
         return self._db.execute(
             "SELECT body, status FROM objects WHERE kind = ? AND namespace = ? AND name = ?", (kind, namespace, name)
         ).fetchone()
+
+
+def _decode(kind: str, namespace: str, name: str, body: str, status: str) -> KubeObject:
+    """A stored row as an object. The row's key is the truth for kind, namespace and name: a body that
+    no longer decodes to an object (a database written by another version, or by hand) still comes back
+    addressable, so the daemon can report it and ``odh delete`` can remove it."""
+    obj = _json_object(body)
+    if obj is None:
+        log.warning("stored %s %s/%s is not a JSON object; it is kept only so that it can be deleted", kind, namespace, name)
+        obj = {}
+    meta = obj.get("metadata")
+    obj = {**obj, "kind": kind,
+           "metadata": {**(meta if isinstance(meta, dict) else {}), "namespace": namespace, "name": name}}
+    return {**obj, "status": _json_object(status) or {}}
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def key_of(obj: KubeObject) -> tuple[str, str, str]:
