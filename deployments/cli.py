@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from serving.config import DEFAULT_GATEWAY_PORT, state_dir
@@ -27,11 +28,23 @@ err = Console(stderr=True)
 
 StateOpt = Annotated[str | None, typer.Option("--state-dir", envvar="ODH_STATE_DIR", help="state directory (default ~/.odh)")]
 NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="namespace")]
+# Not `exists=True`: a missing file gets the same one-line error as every other unreadable manifest.
+FileOpt = Annotated[Path, typer.Option("--file", "-f", help="YAML: InferenceService, LLMInferenceService or "
+                                       "(Cluster)ServingRuntime; multi-document ok")]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    # Escaped: messages name fields like metadata.annotations[serving.kserve.io/deploymentMode], which
+    # rich would otherwise take for markup and drop. One line, however long.
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
+
+
+def _print_rejection(verb: str, doc: dict[str, Any], exc: AdmissionError) -> None:
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    err.print(f"[red]{verb}[/] {escape(str(doc.get('kind', '?')))} {escape(str(meta.get('name', '?')))}:", soft_wrap=True)
+    for error in exc.errors:
+        err.print(f"  - {escape(error.field)}: {escape(error.reason)}", soft_wrap=True)
 
 
 @app.command()
@@ -39,17 +52,25 @@ def up(
     state: StateOpt = None,
     gateway_port: Annotated[int, typer.Option(help="gateway port (0 = any free port)")] = DEFAULT_GATEWAY_PORT,
     prefect: Annotated[bool, typer.Option(help="also start a Prefect server (UI on :4200) for flow runs")] = False,
+    max_replicas: Annotated[int | None, typer.Option(min=1, help="most replicas one workload may ask for "
+                                                     "(default: from this machine's cores and memory)")] = None,
 ) -> None:
     """Start the embedded platform's daemon in the background."""
     from serving.platform.local import start_daemon
+    from serving.platform.local.limits import MAX_REPLICAS_ENV
 
     root = state_dir(state)
+    env = {MAX_REPLICAS_ENV: str(max_replicas)} if max_replicas is not None else None
     with console.status("starting the odh daemon..."):
         try:
-            info = start_daemon(root, gateway_port)
+            info = start_daemon(root, gateway_port, env=env)
+            limits = _platform(root).info().get("limits", {})
         except ServingError as exc:
             raise _fail(str(exc)) from exc
     console.print(f"[green]odh is up[/]: gateway {info['gateway']}, state {root}")
+    if max_replicas is not None and limits.get("max_replicas") != max_replicas:
+        err.print(f"[yellow]note:[/] the daemon already running keeps its replica limit of {limits.get('max_replicas')}; "
+                  "run `odh down` first to change it", soft_wrap=True)
     if prefect:
         from deployments.prefect_server import start_prefect_server
 
@@ -123,6 +144,7 @@ def status(
             items = [_get_service(platform, namespace, name)]
         else:
             items = platform.list("InferenceService") + platform.list("LLMInferenceService")
+        ignored = [] if name else platform.info().get("ignored", [])
     except ServingError as exc:
         raise _fail(str(exc)) from exc
     if output == "json":
@@ -144,6 +166,9 @@ def status(
             " ".join(filter(None, [ready.get("reason"), ready.get("message")])) if ready.get("status") != "True" else "",
         )
     console.print(table)
+    for item in ignored:  # stored objects the daemon does not act on, e.g. from an older version
+        err.print(f"[yellow]ignored:[/] {escape(item['kind'])} {escape(item['namespace'] or '-')}/{escape(item['name'])}: "
+                  f"{escape(item['message'])}", soft_wrap=True)
 
 
 def _get_service(platform: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -164,24 +189,66 @@ def _key_value(item: str, flag: str) -> tuple[str, str]:
 
 
 @app.command()
-def apply(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help="YAML: InferenceService, "
-                                             "LLMInferenceService or (Cluster)ServingRuntime; multi-document ok")],
-          state: StateOpt = None) -> None:
+def apply(file: FileOpt, state: StateOpt = None) -> None:
     """Apply manifests to the running platform (admission first: a rejected one changes nothing)."""
     platform = _platform(state_dir(state))
     for doc in _documents(file):
         try:
             stored = platform.apply(doc)
         except AdmissionError as exc:
-            err.print(f"[red]rejected[/] {doc.get('kind', '?')} {doc.get('metadata', {}).get('name', '?')}:")
-            for error in exc.errors:
-                err.print(f"  - {error.field}: {error.reason}")
+            _print_rejection("rejected", doc, exc)
             raise typer.Exit(1) from exc
         except ServingError as exc:
             raise _fail(str(exc)) from exc
         meta = stored["metadata"]
         console.print(f"[green]applied[/] {stored['kind']} {meta['namespace']}/{meta['name']} "
                       f"(generation {meta.get('generation')})")
+
+
+@app.command()
+def delete(
+    kind: Annotated[str | None, typer.Argument(help="the kind, e.g. InferenceService (any stored kind)")] = None,
+    name: Annotated[str | None, typer.Argument(help="the object's name")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="delete each object this YAML names")] = None,
+    namespace: NamespaceOpt = "default",
+    state: StateOpt = None,
+) -> None:
+    """Delete objects: `odh delete KIND NAME [-n NS]`, or each object in `-f FILE`.
+
+    Any stored kind can be deleted, also one that can no longer be applied (e.g. left by an older version).
+    """
+    if file is not None and (kind or name):
+        raise _fail("give either KIND NAME or -f FILE, not both")
+    if file is None and not (kind and name):
+        raise _fail("give KIND NAME (e.g. `odh delete InferenceService iris`) or -f FILE")
+    targets = [_target(doc, i) for i, doc in enumerate(_documents(file), start=1)] if file else [(kind, namespace, name)]
+    platform = _platform(state_dir(state))
+    missing = 0
+    for target_kind, target_ns, target_name in targets:
+        from serving.platform.local.store import CLUSTER_SCOPED
+
+        label = f"{target_kind} {target_name}" if target_kind in CLUSTER_SCOPED else f"{target_kind} {target_ns}/{target_name}"
+        try:
+            deleted = platform.delete(target_kind, target_ns, target_name)
+        except ServingError as exc:
+            raise _fail(str(exc)) from exc
+        if deleted:
+            console.print(f"[green]deleted[/] {escape(label)}")
+        else:
+            missing += 1
+            err.print(f"[red]not found[/] {escape(label)}", soft_wrap=True)
+    if missing:
+        raise typer.Exit(1)
+
+
+def _target(doc: dict[str, Any], number: int) -> tuple[str, str, str]:
+    """``(kind, namespace, name)`` of a document to delete."""
+    meta = doc.get("metadata")
+    kind, name = doc.get("kind"), meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(kind, str) or not kind or not isinstance(name, str) or not name:
+        raise _fail(f"document {number} needs kind and metadata.name to say what to delete")
+    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) and meta.get("namespace") else "default"
+    return kind, namespace, name
 
 
 @app.command()
@@ -202,7 +269,12 @@ def predict(
         raise _fail(str(exc)) from exc
     if not url:
         raise _fail(f"{namespace}/{name} has no URL yet: see `odh status {name}`")
-    body = json.loads(input_file.read_text())
+    try:
+        body = json.loads(input_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise _fail(f"{input_file}: not a JSON request body ({exc})") from exc
+    if not isinstance(body, dict):
+        raise _fail(f"{input_file}: the body must be a JSON object ({{'instances': ...}} or {{'inputs': ...}})")
     path = f"/v2/models/{model or name}/infer" if "inputs" in body else f"/v1/models/{model or name}:predict"
     response = httpx.post(url + path, json=body, timeout=60.0)
     if response.status_code != 200:
@@ -227,31 +299,30 @@ def retire(name: str, namespace: NamespaceOpt = "default", state: StateOpt = Non
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help="InferenceService YAML (multi-document ok)")]) -> None:
-    """Admission only (defaults + validation): exit 1 with every reason when the manifest is invalid."""
-    from serving.kserve import admit_inference_service
-    from serving.kserve.llmisvc import admit_llm_inference_service
+def validate(file: FileOpt) -> None:
+    """Admission only (defaults + validation, and this machine's replica limit): exit 1 with every reason
+    when a manifest is invalid."""
+    from serving.kserve.objects import admit_object
+    from serving.platform.local.limits import PlatformLimits
 
+    try:
+        limits = PlatformLimits.from_env()  # the defaults, or what ODH_MAX_REPLICAS says (as `odh up` does)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     failed = False
     for doc in _documents(file):
-        name = doc.get("metadata", {}).get("name", "?")
         try:
-            if doc.get("kind") == "LLMInferenceService":
-                admit_llm_inference_service(doc)
-            else:
-                admit_inference_service(doc)
-            console.print(f"[green]valid[/] {doc.get('kind', '?')} {name}")
+            admitted = admit_object(doc, max_replicas=limits.max_replicas)
+            console.print(f"[green]valid[/] {escape(admitted['kind'])} {escape(admitted['metadata']['name'])}")
         except AdmissionError as exc:
             failed = True
-            err.print(f"[red]invalid[/] {doc.get('kind', '?')} {name}:")
-            for error in exc.errors:
-                err.print(f"  - {error.field}: {error.reason}")
+            _print_rejection("invalid", doc, exc)
     if failed:
         raise typer.Exit(1)
 
 
 @app.command()
-def render(file: Annotated[Path, typer.Option("--file", "-f", exists=True, help="InferenceService YAML")]) -> None:
+def render(file: FileOpt) -> None:
     """Print the Kubernetes objects KServe would create for the manifest (Standard mode), as YAML."""
     from serving.kserve import builtin_runtimes
     from serving.kserve import render as render_objects
@@ -310,7 +381,21 @@ def _run_module(module: str, args: list[str]) -> None:
 @llmd.command("serve", context_settings=_PASS_THROUGH)
 def llmd_serve(ctx: typer.Context) -> None:
     """Router + scheduler + indexer + monitor in one process (`--help` for its flags)."""
+    _check_api_keys(ctx.args)
     _run_module("serving.llmd.serve", ctx.args)
+
+
+def _check_api_keys(args: list[str]) -> None:
+    """Each ``--api-key KEY[:TIER[:TENANT]]`` parses, before the service starts (a bad tier is one line, not a traceback)."""
+    from serving.llmd.auth import parse_key
+
+    specs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--api-key"]
+    specs += [arg.partition("=")[2] for arg in args if arg.startswith("--api-key=")]
+    for spec in specs:
+        try:
+            parse_key(spec)
+        except ValueError as exc:
+            raise _fail(f"--api-key: {exc}") from exc
 
 
 @llmd.command("sim", context_settings=_PASS_THROUGH)
@@ -326,10 +411,14 @@ def llmd_index(ctx: typer.Context) -> None:
 
 
 def _documents(file: Path) -> list[dict[str, Any]]:
+    """The manifests in ``file``: bounded, no YAML aliases, each document a mapping (else one-line error)."""
+    from serving.errors import ManifestError
+    from serving.manifests import load_manifests
+
     try:
-        return [d for d in yaml.safe_load_all(file.read_text()) if d]
-    except yaml.YAMLError as exc:
-        raise _fail(f"{file} is not valid YAML: {exc}") from exc
+        return load_manifests(file)
+    except ManifestError as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _platform(root: Path):  # noqa: ANN202
