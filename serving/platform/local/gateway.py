@@ -24,7 +24,8 @@ answers to the requests pipelined before it):
   bad chunk sizes or extensions, Content-Length twice or with Transfer-Encoding, ...), and what it
   parses but we do not trust: a Transfer-Encoding other than exactly ``chunked`` (``gzip, chunked``,
   ``chunked, identity``), Transfer-Encoding on HTTP/1.0, more than one Host, an HTTP version other than
-  1.0 or 1.1. A body whose bad bytes come after its head went upstream cuts that upstream connection.
+  1.0 or 1.1, a protocol upgrade (or CONNECT) with a request body (llhttp would not parse that body).
+  A body whose bad bytes come after its head went upstream cuts that upstream connection.
 * 408: a request head not complete ``request_head_timeout`` seconds after its first byte, or a body
   that goes ``request_body_timeout`` seconds without a byte (the connection just closes when part of
   the answer has gone out). Time the gateway itself stops reading (back-pressure, pipelining) does not
@@ -32,7 +33,6 @@ answers to the requests pipelined before it):
 * 413: a Content-Length over ``max_request_body`` (nothing is forwarded), or a chunked body that grows
   past it (cut where it is: 413 when no answer has started, else both connections close).
 * 431: a request line plus headers over ``max_request_head``.
-* 501: a protocol upgrade (or CONNECT) with a request body.
 
 Framing (the desync rule): what goes upstream is framed by what the gateway parsed, never by the
 client's header text. The gateway writes its own Content-Length or ``Transfer-Encoding: chunked`` and
@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
+# Fields that frame a request or pick its server: always written by the gateway itself.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # Request bytes kept for a stale-connection redial; a larger body cannot be replayed.
 REPLAY_LIMIT = 1 << 20
 # Client body bytes buffered while an upstream connection is being opened, before reading pauses.
@@ -88,7 +90,7 @@ _PAUSE_PENDING = 4  # body buffered while no upstream connection is open yet
 _PAUSE_REFUSED = 8  # a request was refused: nothing after it is read
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
-            413: b"Content Too Large", 431: b"Request Header Fields Too Large", 501: b"Not Implemented",
+            413: b"Content Too Large", 431: b"Request Header Fields Too Large",
             502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
 
 
@@ -547,6 +549,11 @@ class _Exchange:
             elif lname == b"expect":
                 self.expect = value.lower() == b"100-continue"
                 continue
+            elif b"_" in lname and lname.replace(b"_", b"-") in _FRAMING:
+                # Servers that map "_" to "-" (CGI-style) would frame by it; nginx drops such names too.
+                self.refuse(400, b"header %s looks like %s: send the real header" % (
+                    _json_escape(name), lname.replace(b"_", b"-")))
+                return
             kept += (name, b": ", value, b"\r\n")
         if version != "1.1":
             if version != "1.0":
@@ -558,7 +565,8 @@ class _Exchange:
         if (upgrade or b"upgrade" in tokens) and (self.content_length or self.chunked_in):
             # llhttp hands the body of an upgrade request (and CONNECT) over as raw upgrade bytes; rather
             # than forward a request whose body would never follow, refuse it (bodiless ones go as plain HTTP).
-            self.refuse(501, b"protocol upgrade with a request body is not supported")
+            self.refuse(400, b"protocol upgrade with a request body is not supported: send the request "
+                             b"without Upgrade")
             return
         if self.content_length > self.gateway.max_request_body:
             self.refuse(413, b"request body of %d bytes is over the limit of %d (%s)" % (
