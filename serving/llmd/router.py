@@ -300,14 +300,25 @@ class Router:
         r.register(_Live())
 
     async def metrics(self, request: Request) -> Response:
+        # Behind the key check: the per-pod series are labelled with pod names, which are engine addresses
+        # unless the engines were named.
+        if self.keys.check(request.headers.get("authorization")) is None:
+            return self._unauthorized()
         return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # -- small endpoints -----------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        pods = {p.name: {"healthy": p.healthy, "in_flight": p.in_flight, "running": p.running,
-                         "waiting": p.waiting, "kv_usage": p.kv_usage, "breaker": self.breakers[p.name].state}
-                for p in self.monitor.pods.values()}
-        state: dict[str, Any] = {"status": "ok", "pods": pods, "queue_depth": self.flow.queue_depth}
+        """Liveness and a summary for anyone; the per-pod view only for a caller the key check lets in
+        (everyone when no keys are configured, as for every other route). Pod names are the engines'
+        ``host:port`` unless named, and an engine's address is a way around the router's key check."""
+        pods = self.monitor.pods.values()
+        state: dict[str, Any] = {"status": "ok", "healthy_pods": sum(p.healthy for p in pods),
+                                 "total_pods": len(pods), "queue_depth": self.flow.queue_depth}
+        if self.keys.check(request.headers.get("authorization")) is None:
+            return Response(orjson.dumps(state), media_type="application/json")
+        state["pods"] = {p.name: {"healthy": p.healthy, "in_flight": p.in_flight, "running": p.running,
+                                  "waiting": p.waiting, "kv_usage": p.kv_usage,
+                                  "breaker": self.breakers[p.name].state} for p in pods}
         if self.index is not None:
             state["index"] = {"keys": len(self.index), "block_size": self.index.block_size,
                               "pods": {pod: self.index.pod_blocks(pod) for pod in self.index.pods}}

@@ -304,3 +304,32 @@ async def test_other_methods_and_paths_still_go_through_starlette() -> None:
         assert (await c.get("/v1/completions")).status_code == 405
         assert (await c.post("/v1/unknown", json=BODY)).status_code == 404
         assert (await c.get("/health")).json()["status"] == "ok"
+
+
+async def test_health_and_metrics_show_engine_addresses_only_behind_the_key() -> None:
+    """Unnamed engines are pods named by address; without a key /health is a summary and /metrics a 401."""
+    pods = {"127.0.0.1:18001": "both", "127.0.0.1:18002": "both"}
+    router = make_router(lambda pod, req: completion(pod), pods=pods, keys=("sk-good",))
+    router.monitor.pods["127.0.0.1:18002"].healthy = False
+    good = {"authorization": "Bearer sk-good"}
+    async with asgi(router) as c:
+        for headers in ({}, {"authorization": "Bearer sk-bad"}, {"authorization": "Basic sk-good"}):
+            r = await c.get("/health", headers=headers)
+            assert r.status_code == 200  # a liveness probe needs no key
+            assert r.json() == {"status": "ok", "healthy_pods": 1, "total_pods": 2, "queue_depth": 0}
+            assert "127.0.0.1" not in r.text and "1800" not in r.text
+            metrics = await c.get("/metrics", headers=headers)
+            assert metrics.status_code == 401 and "1800" not in metrics.text
+        full = (await c.get("/health", headers=good)).json()
+        assert set(full["pods"]) == set(pods) and full["pods"]["127.0.0.1:18002"]["healthy"] is False
+        assert full["pods"]["127.0.0.1:18001"]["in_flight"] == 0
+        assert 'pod="127.0.0.1:18001"' in (await c.get("/metrics", headers=good)).text
+
+
+async def test_without_keys_health_keeps_the_per_pod_view() -> None:
+    """No keys configured: every route is open, /health included (what the platform's tests read)."""
+    router = make_router(lambda pod, req: completion(pod))
+    async with asgi(router) as c:
+        health = (await c.get("/health")).json()
+        assert set(health["pods"]) == {"a", "b"} and health["pods"]["a"]["healthy"] is True
+        assert (await c.get("/metrics")).status_code == 200
