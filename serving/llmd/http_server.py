@@ -523,7 +523,7 @@ class _Connection(asyncio.Protocol):
         """Write the refusal, shut our side down, and drop what still comes for ``LINGER_S`` seconds."""
         if self.closed:
             return
-        body = orjson.dumps({"error": refusal.message})
+        body = error_body(refusal.status, refusal.message)
         self.write(_status_line(refusal.status) + b"content-type: application/json\r\ncontent-length: %d\r\n"
                    b"connection: close\r\n\r\n%s" % (len(body), body))
         transport = self.transport
@@ -542,7 +542,7 @@ class _Connection(asyncio.Protocol):
         try:
             await self.server.handler(request, out)
             if not out.started:
-                out.send(500, [(b"content-type", b"application/json")], b'{"error":"no response"}')
+                out.send(500, [(b"content-type", b"application/json")], error_body(500, "no response"))
             elif not out.finished:
                 out.end()
         except asyncio.CancelledError:
@@ -554,7 +554,7 @@ class _Connection(asyncio.Protocol):
             log.exception("request %s %s failed", request.method, request.path)
             if not out.started:
                 out.keep_alive = False
-                out.send(500, [(b"content-type", b"application/json")], b'{"error":"internal server error"}')
+                out.send(500, [(b"content-type", b"application/json")], error_body(500, "internal server error"))
             else:
                 out.keep_alive = False  # a broken stream: closing tells the client it is incomplete
         self.task = None
@@ -603,6 +603,13 @@ class _Connection(asyncio.Protocol):
             self.task.cancel()
         if self.transport is not None:
             self.transport.abort()
+
+
+def error_body(status: int, message: str) -> bytes:
+    """OpenAI's error body, which the router's clients (the OpenAI SDKs) read: ``{"error": {"message",
+    "type", "param", "code"}}``."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}})
 
 
 def _check_framing(request: HttpRequest) -> None:

@@ -135,15 +135,25 @@ class _Analysis:
     prefix_scores: dict[str, int]
 
 
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def validate_body(path: str, body: Any, model: str) -> Response | None:
-    """The 400/404 answers for a completions or chat body, or None when it may go on."""
+    """The 400/404 answers for a completions or chat body, or None when it may go on. Checked here: what
+    the router reads itself (it keys, caches and schedules on these); the engine checks the rest."""
     if not isinstance(body, dict):
         return error_response(400, "The request body must be a JSON object.")
     requested = body.get("model")
     if requested is None:
         return error_response(400, "'model' is required", param="model")
     if requested != model:
-        return error_response(404, f"The model `{requested}` does not exist.", "NotFoundError", "model",
+        shown = (requested if isinstance(requested, str) else orjson.dumps(requested).decode())[:100]
+        return error_response(404, f"The model `{shown}` does not exist.", "NotFoundError", "model",
                               "model_not_found")
     if "stream" in body and not isinstance(body["stream"], bool | None):
         return error_response(400, "'stream' must be a boolean", param="stream")
@@ -155,20 +165,39 @@ def validate_body(path: str, body: Any, model: str) -> Response | None:
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
                 return error_response(400, f"messages[{i}] must be an object with a string 'role'",
                                       param=f"messages[{i}]")
+            if not isinstance(message.get("content"), str | list | None):
+                return error_response(400, f"messages[{i}].content must be a string, a list of parts or null",
+                                      param=f"messages[{i}].content")
     else:
         prompt = body.get("prompt")
         ok = isinstance(prompt, str) or (
             isinstance(prompt, list) and prompt and (
                 all(isinstance(p, str) for p in prompt)
-                or all(isinstance(p, int) and not isinstance(p, bool) for p in prompt)
-                or all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompt)))
+                or all(_is_token_id(p) for p in prompt)
+                or all(isinstance(p, list) and all(_is_token_id(t) for t in p) for p in prompt)))
         if not ok:
-            return error_response(400, "'prompt' is required: a string, a list of strings or token ids",
-                                  param="prompt")
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        return error_response(400, f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
+            return error_response(400, "'prompt' is required: a string, a list of strings or token ids "
+                                  "(whole numbers from 0)", param="prompt")
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(name)
+        if value is not None and not _is_count(value):
+            return error_response(400, f"{name} must be a positive integer, got {_shown(value)}", param=name)
+    temperature = body.get("temperature")
+    if temperature is not None and (not isinstance(temperature, int | float) or isinstance(temperature, bool)
+                                    or temperature < 0):
+        return error_response(400, f"temperature must be a number from 0, got {_shown(temperature)}",
+                              param="temperature")
+    if not isinstance(body.get("user"), str | None):
+        return error_response(400, "user must be a string", param="user")
+    if not isinstance(body.get("stream_options"), dict | None):
+        return error_response(400, "stream_options must be an object", param="stream_options")
     return None
+
+
+def _shown(value: Any) -> str:
+    """A client's value in an error message, cut short."""
+    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def prompt_text(path: str, body: Mapping[str, Any]) -> str:

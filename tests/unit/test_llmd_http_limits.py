@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from serving.llmd.http_server import HttpRequest, HttpServer, RequestLimits, Writer
@@ -76,7 +77,10 @@ async def test_a_body_whose_length_is_over_the_limit_is_413_before_it_is_sent(se
     reader, writer = await connect(server)
     writer.write(b"POST /e HTTP/1.1\r\nhost: a\r\ncontent-length: 1001\r\n\r\n")  # the body never comes
     raw = await answer(reader)
-    assert status(raw) == 413 and b"connection: close" in raw and b"larger than 1000 bytes" in raw
+    assert status(raw) == 413 and b"connection: close" in raw
+    error = orjson.loads(raw.partition(b"\r\n\r\n")[2])["error"]  # OpenAI's error shape, as the SDKs read it
+    assert error["code"] == 413 and error["type"] == "invalid_request_error"
+    assert error["message"] == "the request body is larger than 1000 bytes"
     assert app.calls == 0
     writer.close()
     assert status(await ask(server, b"y" * 1000)) == 200  # at the limit is fine

@@ -156,6 +156,18 @@ def test_keyring_checks_bearer_tokens() -> None:
         (COMPLETIONS, {"model": "m", "prompt": "x", "stream": "yes"}, 400, "stream"),
         (CHAT, {"model": "m", "messages": []}, 400, "messages"),
         (CHAT, {"model": "m", "messages": [{"content": "x"}]}, 400, "messages[0]"),
+        (CHAT, {"model": "m", "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content"),
+        (COMPLETIONS, {"model": "m", "prompt": [1, -2]}, 400, "prompt"),
+        (COMPLETIONS, {"model": "m", "prompt": [[1, True]]}, 400, "prompt"),
+        (COMPLETIONS, {"model": "m", "prompt": "x", "max_tokens": None, "max_completion_tokens": "3"}, 400,
+         "max_completion_tokens"),
+        (COMPLETIONS, {"model": "m", "prompt": "x", "n": 0}, 400, "n"),
+        (COMPLETIONS, {"model": "m", "prompt": "x", "temperature": "hot"}, 400, "temperature"),
+        (COMPLETIONS, {"model": "m", "prompt": "x", "temperature": True}, 400, "temperature"),
+        (COMPLETIONS, {"model": "m", "prompt": "x", "temperature": -0.5}, 400, "temperature"),
+        (COMPLETIONS, {"model": "m", "prompt": "x", "user": {"id": 1}}, 400, "user"),
+        (COMPLETIONS, {"model": "m", "prompt": "x", "stream_options": "usage"}, 400, "stream_options"),
+        (COMPLETIONS, {"model": ["m"], "prompt": "x"}, 404, "model"),
     ],
 )
 def test_validate_body_errors(path: str, body: object, status: int, param: str | None) -> None:
@@ -169,6 +181,11 @@ def test_validate_body_accepts_good_requests() -> None:
     assert validate_body(COMPLETIONS, {"model": "m", "prompt": [1, 2, 3]}, "m") is None
     assert validate_body(COMPLETIONS, {"model": "m", "prompt": ["a"]}, "m") is None
     assert validate_body(CHAT, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "m") is None
+    assert validate_body(CHAT, {"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]},
+                                                           {"role": "assistant", "content": None}],
+                                "max_completion_tokens": 3, "temperature": 0, "n": 1, "user": "u",
+                                "stream_options": {"include_usage": True}}, "m") is None
+    assert validate_body(COMPLETIONS, {"model": "m", "prompt": [[0, 1], [2]], "temperature": 1.5}, "m") is None
 
 
 def test_prompt_text_shares_prefixes_across_chat_turns() -> None:
