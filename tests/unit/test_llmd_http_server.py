@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from serving.llmd.http_server import AsgiBridge, HttpRequest, HttpServer, Writer
+from support import wait_until_async
 
 
 class App:
@@ -60,6 +61,14 @@ async def served() -> AsyncIterator[tuple[App, HttpServer]]:
 
 async def connect(server: HttpServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def running_task(server: HttpServer) -> asyncio.Task[None]:
+    """The request task of the server's one connection, once it runs."""
+    await wait_until_async(lambda: any(c.task for c in server._conns), timeout=10, what="a request running")
+    task = next(c.task for c in server._conns if c.task)
+    assert task is not None
+    return task
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
@@ -116,7 +125,9 @@ async def test_chunked_request_body(served: tuple[App, HttpServer]) -> None:
     _, server = served
     reader, writer = await connect(server)
     writer.write(b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
-    await asyncio.sleep(0.05)
+    # The rest goes in a later read: once the first chunk is parsed.
+    await wait_until_async(lambda: any(c.current is not None and c.current._size == 5 for c in server._conns),
+                           timeout=10, what="the first chunk parsed")
     writer.write(b"6\r\n world\r\n0\r\n\r\n")
     status, _, body = await read_response(reader)
     assert (status, body) == (200, b"POST  11:hello world")
@@ -164,13 +175,10 @@ async def test_client_disconnect_before_answer_cancels_handler(served: tuple[App
     app, server = served
     _, writer = await connect(server)
     writer.write(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
-    await asyncio.sleep(0.05)
-    conn = next(iter(server._conns))
-    task = conn.task
-    assert task is not None and not task.done()
+    task = await running_task(server)
+    assert not task.done()
     writer.close()
-    await asyncio.sleep(0.1)
-    assert task.cancelled()
+    await wait_until_async(task.cancelled, timeout=10, what="the handler cancelled")
 
 
 @pytest.mark.parametrize("raw", [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nbad header line\r\n\r\n",
@@ -217,9 +225,9 @@ async def test_graceful_stop_finishes_in_flight_and_closes_idle() -> None:
     idle.write(b"GET /echo HTTP/1.1\r\nhost: x\r\n\r\n")
     await read_response(idle_reader)
     busy.write(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
-    await asyncio.sleep(0.05)
+    await running_task(server)
     stopping = asyncio.create_task(server.stop(grace=5))
-    await asyncio.sleep(0.05)
+    await wait_until_async(lambda: server.closing, timeout=10, what="the server stopping")
     assert await asyncio.wait_for(idle_reader.read(), 5) == b""  # the idle connection is closed at once
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", server.port)  # no longer accepting
@@ -235,11 +243,9 @@ async def test_stop_cancels_what_outlives_the_grace_period() -> None:
     await server.start("127.0.0.1", 0)
     reader, writer = await connect(server)
     writer.write(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
-    await asyncio.sleep(0.05)
-    task = next(iter(server._conns)).task
+    task = await running_task(server)
     await asyncio.wait_for(server.stop(grace=0.2), 5)
-    await asyncio.sleep(0)
-    assert task is not None and task.cancelled()
+    await wait_until_async(task.cancelled, timeout=10, what="the handler cancelled")
     assert await asyncio.wait_for(reader.read(), 5) == b""
 
 

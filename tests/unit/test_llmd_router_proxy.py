@@ -19,6 +19,7 @@ from serving.llmd.router import POD_HEADER, Router, RouterConfig
 from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
 from serving.llmd.upstream import ConnectFailed, Disconnected
 from serving.llmd.upstream import Response as UpstreamResponse
+from support import wait_until_async
 
 Handler = Callable[[str, httpx.Request], Any]
 
@@ -177,7 +178,7 @@ async def test_streaming_passes_chunks_through() -> None:
     async def stream() -> Any:
         for i in range(3):
             yield f'data: {{"i": {i}}}\n\n'.encode()
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # the engine yields between events, as a real stream does
         yield b"data: [DONE]\n\n"
 
     def handler(pod: str, req: httpx.Request) -> httpx.Response:
@@ -237,8 +238,8 @@ async def test_queued_interactive_request_runs_when_capacity_frees() -> None:
         pod.waiting = 100
     async with asgi(router) as c:
         task = asyncio.create_task(c.post("/v1/completions", json=BODY))
-        await asyncio.sleep(0.05)
-        assert router.flow.queue_depth == 1 and not task.done()
+        await wait_until_async(lambda: router.flow.queue_depth == 1, timeout=10, what="the request queued")
+        assert not task.done()
         for pod in router.monitor.pods.values():
             pod.waiting = 0
         router.pump()

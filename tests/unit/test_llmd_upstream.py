@@ -76,7 +76,7 @@ class Engine:
                 event = b"data: %d\n\n" % i
                 writer.write(b"%x\r\n%s\r\n" % (len(event), event))
                 await writer.drain()
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the engine's pace: events arrive one by one
             await self.release.wait()
             writer.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
         elif path == "/close":  # answers, then closes without saying so
@@ -88,7 +88,7 @@ class Engine:
             await writer.drain()
             return False
         elif path == "/slow":
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the slow engine under test: ten times the read timeout used with it
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         elif path == "/drop":  # dies half-way through the body
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
@@ -166,7 +166,7 @@ async def test_stale_connection_reused_before_its_close_is_seen_is_redialled() -
         conn = pool._idle[-1]
         conn.pause()  # so our side does not see the engine's FIN yet
         engine.writers[-1].close()
-        await asyncio.sleep(0.05)
+        await engine.writers[-1].wait_closed()  # the FIN is sent
         assert not conn.closed
         conn.resume()  # the FIN is read on the next loop pass: after post_json took and wrote on conn
         r = await pool.post_json("/echo", b"again")
