@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from support import FIXTURES, IRIS_DIR, free_port
+from support import FIXTURES, IRIS_DIR, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -125,16 +124,58 @@ def test_llm_services_validate_render_apply_and_show_in_status(tmp_path: Path) -
         assert odh("apply", "-f", str(bad), state=state, check=False).returncode == 1
         assert "applied LLMInferenceService default/chat" in odh("apply", "-f", str(good), state=state).stdout
         url = f"http://127.0.0.1:{port}/serving/default/chat"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def ready_status() -> dict | None:
             status = json.loads(odh("status", "chat", "-o", "json", state=state).stdout)["status"]
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
-                break
-            time.sleep(1)
+            return status if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])) else None
+
+        status = wait_until(ready_status, timeout=120, interval=1.0, what="chat Ready in `odh status`")
         assert status["url"] == url
         table = odh("status", state=state).stdout
         assert "chat" in table and "llm" in table
         answer = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 3}, timeout=30)
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
+    finally:
+        odh("down", state=state, check=False)
+
+
+def test_up_with_a_replica_limit_refusals_ignored_junk_and_delete(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime.yaml"
+    runtime.write_text(yaml.safe_dump({
+        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime", "metadata": {"name": "rt"},
+        "spec": {"supportedModelFormats": [{"name": "sklearn"}], "containers": [{"name": "c", "image": "i"}]}}))
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "big"},
+        "spec": {"predictor": {"minReplicas": 3, "sklearn": {"storageUri": IRIS_DIR.as_uri()}}}}))
+    deployment = tmp_path / "deployment.yaml"
+    deployment.write_text(yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}))
+    state, port = tmp_path / "state", free_port()
+    try:
+        odh("up", "--gateway-port", str(port), "--max-replicas", "2", state=state)
+        too_many = odh("apply", "-f", str(big), state=state, check=False)
+        assert too_many.returncode == 1 and "Traceback" not in too_many.stderr
+        assert "spec.predictor.minReplicas: is 3, above this platform's limit of 2" in too_many.stderr
+        assert "--max-replicas" in too_many.stderr
+        not_ours = odh("apply", "-f", str(deployment), state=state, check=False)
+        assert not_ours.returncode == 1
+        assert "kind: 'Deployment' is not a kind you can apply; accepted kinds: InferenceService" in not_ours.stderr
+        assert "applied ServingRuntime default/rt" in odh("apply", "-f", str(runtime), state=state).stdout
+
+        # A Deployment with a junk owner reference, as an older version's database could hold one.
+        from serving.platform.local.store import ObjectStore
+
+        store = ObjectStore(state / "platform.db")
+        store.put({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "ownerReferences": ["x"]}})
+        store.close()
+        listed = wait_until(lambda: (r := odh("status", state=state)).returncode == 0 and "ignored" in r.stderr and r,
+                            timeout=60, interval=1.0, what="the junk Deployment shown as ignored")
+        assert "Deployment default/x" in listed.stderr and "odh delete Deployment x -n default" in listed.stderr
+
+        assert odh("delete", "Deployment", "x", state=state).stdout.strip() == "deleted Deployment default/x"
+        assert "ignored" not in odh("status", state=state).stderr
+        assert odh("delete", "-f", str(runtime), state=state).stdout.strip() == "deleted ServingRuntime default/rt"
+        again = odh("delete", "-f", str(runtime), state=state, check=False)
+        assert again.returncode == 1 and "not found ServingRuntime default/rt" in again.stderr
     finally:
         odh("down", state=state, check=False)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import IRIS_DIR, free_port
+from support import IRIS_DIR, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,16 +57,6 @@ def predictions(url: str, name: str = "iris") -> tuple[list, list]:
     v1 = httpx.post(f"{url}/v1/models/{name}:predict", json=V1_BODY, timeout=30).raise_for_status().json()
     v2 = httpx.post(f"{url}/v2/models/{name}/infer", json=V2_BODY, timeout=30).raise_for_status().json()
     return v1["predictions"], v2["outputs"][0]["data"]
-
-
-def wait_for(check, timeout: float = 60.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def iris_pods(platform: LocalPlatform) -> list[dict]:
@@ -120,7 +109,8 @@ def test_a_killed_replica_is_restarted_and_answers_again(platform: LocalPlatform
     url = platform.wait_ready("InferenceService", "default", "iris", timeout=90)["status"]["url"]
     (pod,) = iris_pods(platform)
     os.kill(pod["pid"], signal.SIGKILL)
-    restarted = wait_for(lambda: [p for p in iris_pods(platform) if p["restarts"] >= pod["restarts"] + 1 and p["ready"]])
+    restarted = wait_until(lambda: [p for p in iris_pods(platform) if p["restarts"] >= pod["restarts"] + 1 and p["ready"]],
+                           timeout=60, interval=0.2, what="the killed replica restarted and ready")
     assert restarted[0]["pid"] != pod["pid"]
     platform.wait_ready("InferenceService", "default", "iris", timeout=60)
     assert predictions(url) == ([1, 1], [1, 1])
@@ -154,14 +144,14 @@ def test_a_failed_rollout_leaves_the_old_version_serving(platform: LocalPlatform
         progressing = {c["type"]: c for c in deployment["status"].get("conditions", [])}["Progressing"]
         return deployment if progressing["status"] == "False" else None
 
-    wait_for(rollout_failed, timeout=90)
+    wait_until(rollout_failed, timeout=90, interval=0.2, what="the broken rollout marked failed")
     assert predictions(url) == ([1, 1], [1, 1])
     assert old_pids <= {p["pid"] for p in iris_pods(platform) if p["ready"]}
     isvc = platform.get("InferenceService", "default", "iris")
     assert isvc["status"]["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
     # Roll back to the good model: the broken replica set goes away, the old one keeps serving.
     platform.apply(iris_isvc())
-    wait_for(lambda: len(iris_pods(platform)) == 1, timeout=60)
+    wait_until(lambda: len(iris_pods(platform)) == 1, timeout=60, interval=0.2, what="the broken replica set gone")
     platform.wait_ready("InferenceService", "default", "iris", timeout=60)
     assert predictions(url) == ([1, 1], [1, 1])
 
@@ -171,7 +161,7 @@ def test_the_deployment_survives_a_daemon_restart(platform: LocalPlatform, state
     old_pids = [p["pid"] for p in iris_pods(platform)]
     assert stop_daemon(state)
     for pid in old_pids:  # replicas stop with their daemon
-        wait_for(lambda pid=pid: not _alive(pid), timeout=20)
+        wait_until(lambda pid=pid: not _alive(pid), timeout=20, interval=0.2, what=f"replica {pid} stopped")
     start_daemon(state, gateway_port)
     isvc = platform.wait_ready("InferenceService", "default", "iris", timeout=90)
     assert isvc["status"]["url"] == url
