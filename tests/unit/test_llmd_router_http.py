@@ -126,7 +126,8 @@ class RecordingEngine:
                 self.heads.append(head)
                 self.bodies.append(await reader.readexactly(length))
                 data = orjson.dumps({"choices": [{"text": "x"}]})
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive, x-engine\r\n"
+                             b"keep-alive: timeout=5\r\nx-engine: internal\r\ncontent-length: %d\r\n\r\n%s"
                              % (len(data), data))
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -144,7 +145,8 @@ class RecordingEngine:
 async def test_the_engine_sees_only_the_routers_framing() -> None:
     """Whatever framing and hop-by-hop headers a client sends, each client request reaches the engine as
     exactly one request whose Host, Content-Type and Content-Length the router wrote; a request text
-    inside the client's body stays inside the engine request's JSON."""
+    inside the client's body stays inside the engine request's JSON. The way back likewise: the client
+    gets the router's framing and none of the engine's hop-by-hop or other headers."""
     async with RecordingEngine() as engine:
         name = f"127.0.0.1:{engine.port}"
         monitor = LoadMonitor([EngineSpec(f"http://{name}", name=name)])
@@ -170,6 +172,8 @@ async def test_the_engine_sees_only_the_routers_framing() -> None:
             for _ in range(2):
                 answer = await asyncio.wait_for(reader.readuntil(b'"x"}]}'), 5)
                 assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+                names = {line.split(b":")[0] for line in answer.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]}
+                assert names == {b"x-odh-pod", b"content-length", b"content-type", b"date"}, answer
             writer.close()
         finally:
             await server.stop(grace=0.5)
