@@ -12,6 +12,8 @@ from serving.runtimes.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
+    RequestTooLarge,
+    ServerBusy,
 )
 from serving.runtimes.model import Model, ModelRepository
 from serving.runtimes.v2 import InferenceRequest, RequestedOutput, Tensor
@@ -26,6 +28,8 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "ModelRepository",
+    "RequestTooLarge",
     "RequestedOutput",
+    "ServerBusy",
     "Tensor",
 ]

@@ -10,9 +10,10 @@ from serving.errors import ServingError
 
 
 class InferenceServerError(ServingError):
-    """Base of the model server's errors; ``status_code`` is what the HTTP layer answers."""
+    """Base of the model server's errors; ``status_code`` is what the HTTP layer answers, with ``headers``."""
 
     status_code = 500
+    headers: dict[str, str] = {}
 
 
 class InvalidInput(InferenceServerError):
@@ -25,6 +26,19 @@ class ModelNotFound(InferenceServerError):
     """The request names a model this server does not serve."""
 
     status_code = 404
+
+
+class RequestTooLarge(InferenceServerError):
+    """The request body is over the server's limit (``--max_request_body``); refused before it is all read."""
+
+    status_code = 413
+
+
+class ServerBusy(InferenceServerError):
+    """Every predict thread is busy and the queue behind them is full: try again shortly."""
+
+    status_code = 503
+    headers = {"Retry-After": "1"}
 
 
 class ModelNotReady(InferenceServerError):

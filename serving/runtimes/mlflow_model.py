@@ -65,7 +65,7 @@ class MLflowModel(Model):
         self._outputs = model.metadata.get_output_schema()
         return model
 
-    async def preprocess(self, inputs: list[Tensor]) -> Any:
+    def preprocess(self, inputs: list[Tensor]) -> Any:
         import pandas as pd
 
         schema = self._inputs
@@ -93,7 +93,7 @@ class MLflowModel(Model):
         sent = ", ".join(f"'{t.name}' {list(t.data.shape)}" for t in inputs)
         raise InvalidInput(f"model '{self.name}' expects {width} columns: send {wanted}one [rows, {width}] input; got {sent}")
 
-    async def predict(self, payload: Any) -> Any:
+    def predict(self, payload: Any) -> Any:
         from mlflow.exceptions import MlflowException
 
         try:

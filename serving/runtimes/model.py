@@ -4,11 +4,19 @@ A ``Model`` knows nothing about HTTP or protocols: the V1/V2 adapters decode a r
 of ``Tensor``s, ``Model.__call__`` runs ``preprocess -> predict -> postprocess`` and returns tensors,
 and the adapters encode those. Subclasses override ``load`` and ``predict`` (and ``preprocess`` when
 the framework wants something other than one 2-D array).
+
+As in KServe, each step may be a plain function or a coroutine. A model whose steps are all plain
+functions (``blocking``: the built-in sklearn and MLflow runtimes) is run by the server on its predict
+threads through ``infer``, so the event loop keeps answering probes while it computes; a coroutine
+step runs on the event loop and must not block it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import functools
+import inspect
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -35,21 +43,39 @@ class Model:
         self.ready = True
         return self.ready
 
-    async def preprocess(self, inputs: list[Tensor]) -> Any:
+    def preprocess(self, inputs: list[Tensor]) -> Any:
         return inputs
 
-    async def predict(self, payload: Any) -> Any:
+    def predict(self, payload: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.predict")
 
-    async def postprocess(self, result: Any) -> list[Tensor]:
+    def postprocess(self, result: Any) -> list[Tensor]:
         return to_tensors(result)
 
+    @functools.cached_property
+    def blocking(self) -> bool:
+        """True when no step is a coroutine: ``infer`` runs the model, on a thread of the caller's choosing."""
+        return not any(inspect.iscoroutinefunction(s) for s in (self.preprocess, self.predict, self.postprocess))
+
+    def infer(self, inputs: list[Tensor]) -> list[Tensor]:
+        """The three steps of a ``blocking`` model, synchronously (the server calls this off its event loop)."""
+        if not self.blocking:
+            raise TypeError(f"{type(self).__name__} has coroutine steps: await the model instead of infer()")
+        with self._failures():
+            return self.postprocess(self.predict(self.preprocess(inputs)))
+
     async def __call__(self, inputs: list[Tensor]) -> list[Tensor]:
-        """Run the three steps; anything but our own errors becomes a 500 naming the model."""
+        """Run the three steps, awaiting those that are coroutines."""
+        with self._failures():
+            payload = await _resolved(self.preprocess(inputs))
+            result = await _resolved(self.predict(payload))
+            return await _resolved(self.postprocess(result))
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Anything but our own errors becomes a 500 naming the model."""
         try:
-            payload = await self.preprocess(inputs)
-            result = await self.predict(payload)
-            return await self.postprocess(result)
+            yield
         except InferenceServerError:
             raise
         except Exception as exc:  # the model's own failure: report it, keep serving
@@ -70,6 +96,10 @@ class Model:
             "inputs": self.input_metadata(),
             "outputs": self.output_metadata(),
         }
+
+
+async def _resolved(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
 
 
 def single_2d_input(inputs: list[Tensor]) -> np.ndarray:

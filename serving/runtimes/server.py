@@ -1,13 +1,16 @@
 """The model-server process: KServe V1 and V2 (Open Inference Protocol) over HTTP for one model.
 
     python -m serving.runtimes.server --model_name iris --model_dir DIR --http_port 8080 \\
-        [--model_format sklearn|mlflow|auto] [--host 127.0.0.1] [--workers 1]
+        [--model_format sklearn|mlflow|auto] [--host 127.0.0.1] [--workers 1] \\
+        [--predict_workers N] [--predict_queue N] [--max_request_body BYTES]
 
 Plain Starlette (no FastAPI/pydantic on the hot path), orjson bodies, uvicorn with uvloop and
 httptools and no access log. The model loads in the background after the socket opens, so liveness
 answers at once and readiness turns 200 when the model is loaded; a model that fails to load stops
-the process with exit code 1. Errors are ``{"error": message}`` with the status of the
-``InferenceServerError`` subclass (400 bad input, 404 unknown model, 503 not ready, 500 model failure).
+the process with exit code 1. Decoding, prediction and encoding run on a few predict threads
+(``pool.py``), so probes and metrics are answered while a model works. Errors are ``{"error": message}``
+with the status of the ``InferenceServerError`` subclass (400 bad input, 404 unknown model, 413 body over
+``--max_request_body``, 503 not ready or busy, 500 model failure). ``/openapi.json`` describes the API.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from prometheus_client import (
@@ -31,6 +35,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     GCCollector,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -43,9 +48,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from serving.platform.local.limits import MAX_REQUEST_BODY_ENV, PlatformLimits
 from serving.runtimes import v1, v2
-from serving.runtimes.errors import InferenceServerError, ModelLoadError, ModelNotFound
+from serving.runtimes.errors import InferenceServerError, ModelLoadError, ModelNotFound, RequestTooLarge
 from serving.runtimes.model import Model, ModelRepository
+from serving.runtimes.pool import FastPath, PredictPool, Ticket, default_predict_workers
 
 log = logging.getLogger("serving.runtimes.server")
 
@@ -53,7 +60,44 @@ SERVER_NAME = "odh-serving"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data"]
 JSON = "application/json"
+T = TypeVar("T")
 CONFIG_ENV = "ODH_MODEL_SERVER_CONFIG"  # carries the CLI arguments to worker processes (--workers > 1)
+
+
+# ------------------------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one replica admits at once (see ``pool.py``) and how large a request body may be."""
+
+    predict_workers: int = field(default_factory=default_predict_workers)
+    # Requests that may wait for a predict thread; beyond them a request gets 503 and Retry-After.
+    predict_queue: int = 128
+    # The platform's request body limit (ODH_MAX_REQUEST_BODY_BYTES), so the gateway and replicas agree.
+    max_request_body: int = PlatformLimits.max_request_body
+    # Body bytes that admitted requests may hold together; None: two of the largest bodies.
+    max_inflight_body: int | None = None
+
+    @property
+    def inflight_body_budget(self) -> int:
+        return self.max_inflight_body or 2 * self.max_request_body
+
+
+def _positive(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a whole number of bytes") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r}: must be positive")
+    return value
+
+
+def default_max_request_body() -> int:
+    """``ODH_MAX_REQUEST_BODY_BYTES`` when set (the platform passes its limit down), else 100 MiB."""
+    raw = os.environ.get(MAX_REQUEST_BODY_ENV, "")
+    return _positive(MAX_REQUEST_BODY_ENV, raw) if raw else PlatformLimits.max_request_body
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -92,6 +136,21 @@ class ServerMetrics:
         )
         self._children: dict[tuple, Any] = {}
 
+    def watch_pool(self, pool: PredictPool) -> None:
+        """Gauges read at scrape time: how full the predict pool's admission is."""
+        admitted = Gauge(
+            "odh_model_server_admitted_requests",
+            "Prediction requests admitted now (running on a predict thread or waiting for one).",
+            registry=self.registry,
+        )
+        admitted.set_function(lambda: pool.requests)
+        body = Gauge(
+            "odh_model_server_admitted_body_bytes",
+            "Request body bytes held by admitted prediction requests.",
+            registry=self.registry,
+        )
+        body.set_function(lambda: pool.body_bytes)
+
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)
@@ -115,7 +174,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def _error(exc: InferenceServerError) -> Response:
-    return _json({"error": str(exc)}, exc.status_code)
+    return Response(orjson.dumps({"error": str(exc)}), exc.status_code, exc.headers or None, media_type=JSON)
 
 
 Handler = Callable[[Request], Awaitable[tuple[Response, str]]]
@@ -134,9 +193,19 @@ register_url_convertor("v1_model", V1ModelName())
 class ModelServer:
     """Routes and handlers over a ``ModelRepository``; ``app`` is the ASGI application."""
 
-    def __init__(self, repository: ModelRepository, metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self, repository: ModelRepository, metrics: ServerMetrics | None = None, limits: ServerLimits | None = None
+    ) -> None:
         self.repository = repository
         self.metrics = metrics or ServerMetrics()
+        self.limits = limits or ServerLimits()
+        self.pool = PredictPool(
+            self.limits.predict_workers,
+            self.limits.predict_queue,
+            max(self.limits.inflight_body_budget, self.limits.max_request_body),
+        )
+        self.metrics.watch_pool(self.pool)
+        self.fast_path = FastPath()
         self.load_error: BaseException | None = None
         # Called when a model fails to load; main() points it at uvicorn's should_exit. The default
         # signals this process, which also works in uvicorn's worker processes.
@@ -214,9 +283,15 @@ class ModelServer:
 
     async def v1_predict(self, request: Request) -> tuple[Response, str]:
         model = self._model(request, ready=True)
-        inputs = v1.decode_request(await request.body())
-        outputs = await self._run(model, inputs)
-        return Response(v1.encode_response(outputs), media_type=JSON), model.name
+        with self.pool.admit() as ticket:
+            body = await self._read_body(request, ticket)
+            if model.blocking:
+                content = await self._blocking(model, body, _v1_blocking, model, body)
+            else:
+                inputs = await self.pool.run(v1.decode_request, body)
+                outputs = await self._run(model, inputs)
+                content = await self.pool.run(v1.encode_response, outputs)
+        return Response(content, media_type=JSON), model.name
 
     # V2 ------------------------------------------------------------------------------------------
 
@@ -242,20 +317,63 @@ class ModelServer:
 
     async def v2_infer(self, request: Request) -> tuple[Response, str]:
         model = self._model(request, ready=True)
-        body = await request.body()
-        infer = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH))
-        outputs = await self._run(model, infer.inputs)
-        content, json_length = v2.encode_response(model.name, outputs, infer, model.version)
+        header_length = request.headers.get(v2.HEADER_LENGTH)
+        with self.pool.admit() as ticket:
+            body = await self._read_body(request, ticket)
+            if model.blocking:
+                content, json_length = await self._blocking(model, body, _v2_blocking, model, body, header_length)
+            else:
+                infer = await self.pool.run(v2.decode_request, body, header_length)
+                outputs = await self._run(model, infer.inputs)
+                content, json_length = await self.pool.run(
+                    v2.encode_response, model.name, outputs, infer, model.version
+                )
         if json_length is None:
             return Response(content, media_type=JSON), model.name
         headers = {"Inference-Header-Content-Length": str(json_length)}
         return Response(content, media_type="application/octet-stream", headers=headers), model.name
 
+    async def _blocking(self, model: Model, body: bytes, work: Callable[..., T], *args: Any) -> T:
+        """A plain-function model's whole request (decode, predict, encode): on a predict thread, or right
+        here when the fast path says this model is quick on bodies this small."""
+        timing = _PredictTiming()
+        try:
+            if self.fast_path.allows(model.name, len(body)):
+                result = work(timing, *args)
+            else:
+                result = await self.pool.run(work, timing, *args)
+        finally:
+            if timing.seconds is not None:  # a model that failed slowly loses the fast path too
+                self.fast_path.record(model.name, len(body), timing.seconds)
+        self.metrics.observe_predict(model.name, timing.seconds or 0.0)
+        return result
+
     async def _run(self, model: Model, inputs: list[v2.Tensor]) -> list[v2.Tensor]:
+        """An async model's steps, on the event loop (it promised not to block it)."""
         start = time.perf_counter()
         outputs = await model(inputs)
         self.metrics.observe_predict(model.name, time.perf_counter() - start)
         return outputs
+
+    async def _read_body(self, request: Request, ticket: Ticket) -> bytes:
+        """The body, refused with 413 past ``max_request_body`` before the rest is read (a declared
+        Content-Length over it: before any of it). Its bytes count against the pool's budget as they
+        arrive; uvicorn discards whatever a refused request still sends."""
+        limit = self.limits.max_request_body
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(int(declared), limit)
+        chunks: list[bytes] = []
+        size = 0
+        async with contextlib.aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(size, limit)
+                self.pool.reserve(ticket, len(chunk))
+                if chunk:
+                    chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # Everything else ------------------------------------------------------------------------------
 
@@ -288,6 +406,7 @@ class ModelServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            self.pool.shutdown()
 
     async def _load(self) -> None:
         for model in self.repository.models():
@@ -301,6 +420,36 @@ class ModelServer:
                 self.on_load_failure()
                 return
             log.info("model '%s' loaded in %.2fs", model.name, time.perf_counter() - start)
+
+
+def _too_large(size: int, limit: int) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"request body of {size}+ bytes is over this server's limit of {limit} bytes; send less "
+        f"(or raise --max_request_body / {MAX_REQUEST_BODY_ENV})"
+    )
+
+
+@dataclass(slots=True)
+class _PredictTiming:
+    seconds: float | None = None  # the model's own time, set whether it answered or raised
+
+    def infer(self, model: Model, inputs: list[v2.Tensor]) -> list[v2.Tensor]:
+        start = time.perf_counter()
+        try:
+            return model.infer(inputs)
+        finally:
+            self.seconds = time.perf_counter() - start
+
+
+def _v1_blocking(timing: _PredictTiming, model: Model, body: bytes) -> bytes:
+    """A V1 request's work for a plain-function model: decode, the model (timed), encode."""
+    return v1.encode_response(timing.infer(model, v1.decode_request(body)))
+
+
+def _v2_blocking(timing: _PredictTiming, model: Model, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+    """A V2 request's work for a plain-function model: decode, the model (timed), encode."""
+    infer = v2.decode_request(body, header_length)
+    return v2.encode_response(model.name, timing.infer(model, infer.inputs), infer, model.version)
 
 
 # ----------------------------------------------------------------------------------------- the CLI
@@ -328,14 +477,28 @@ def build_model(name: str, model_dir: str | Path, model_format: str = "auto", ve
     raise ModelLoadError(f"unknown model format {model_format!r}; expected sklearn, mlflow or auto")
 
 
-def create_app(model_name: str, model_dir: str | Path, model_format: str = "auto", version: str | None = None) -> Starlette:
-    return ModelServer(ModelRepository([build_model(model_name, model_dir, model_format, version)])).app
+def create_app(
+    model_name: str,
+    model_dir: str | Path,
+    model_format: str = "auto",
+    version: str | None = None,
+    limits: ServerLimits | None = None,
+) -> Starlette:
+    model = build_model(model_name, model_dir, model_format, version)
+    return ModelServer(ModelRepository([model]), limits=limits).app
 
 
 def _app_from_env() -> Starlette:
     """uvicorn factory for worker processes: the CLI arguments travel in an environment variable."""
     config = json.loads(os.environ[CONFIG_ENV])
-    return create_app(config["model_name"], config["model_dir"], config["model_format"], config["model_version"])
+    limits = ServerLimits(**config["limits"])
+    return create_app(config["model_name"], config["model_dir"], config["model_format"], config["model_version"], limits)
+
+
+def _limits(args: argparse.Namespace) -> ServerLimits:
+    return ServerLimits(
+        predict_workers=args.predict_workers, predict_queue=args.predict_queue, max_request_body=args.max_request_body
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -348,7 +511,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log_level", "--log-level", default="info")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--predict_workers", "--predict-workers", type=_at_least(1), default=default_predict_workers(),
+        help="threads that decode, predict and encode (default: one per core, at most 4)",
+    )
+    parser.add_argument(
+        "--predict_queue", "--predict-queue", type=_at_least(0), default=ServerLimits.predict_queue,
+        help="requests that may wait for a predict thread; more get 503 with Retry-After (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max_request_body", "--max-request-body", type=_at_least(1), default=None,
+        help=f"largest request body in bytes; larger gets 413 (default: ${MAX_REQUEST_BODY_ENV} or 100 MiB)",
+    )
+    args = parser.parse_args(argv)
+    if args.max_request_body is None:
+        try:
+            args.max_request_body = default_max_request_body()
+        except ValueError as exc:
+            parser.error(str(exc))
+    return args
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,12 +574,13 @@ def main(argv: list[str] | None = None) -> int:
                 "model_dir": str(args.model_dir),
                 "model_format": model.platform,
                 "model_version": args.model_version,
+                "limits": asdict(_limits(args)),
             }
         )
         uvicorn.run("serving.runtimes.server:_app_from_env", factory=True, workers=args.workers, **common)
         return 0
 
-    server = ModelServer(ModelRepository([model]))
+    server = ModelServer(ModelRepository([model]), limits=_limits(args))
     runner = uvicorn.Server(uvicorn.Config(server.app, **common))
     server.on_load_failure = lambda: setattr(runner, "should_exit", True)
     runner.run()

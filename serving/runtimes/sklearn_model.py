@@ -70,7 +70,7 @@ class SKLearnModel(Model):
         self.ready = True
         return True
 
-    async def preprocess(self, inputs: list[Tensor]) -> np.ndarray:
+    def preprocess(self, inputs: list[Tensor]) -> np.ndarray:
         array = single_2d_input(inputs)
         name = inputs[0].name if len(inputs) == 1 else "+".join(t.name for t in inputs)
         if array.shape[0] == 0:
@@ -81,7 +81,7 @@ class SKLearnModel(Model):
             )
         return array
 
-    async def predict(self, payload: np.ndarray) -> np.ndarray:
+    def predict(self, payload: np.ndarray) -> np.ndarray:
         try:
             return self.estimator.predict(payload)
         except (ValueError, TypeError) as exc:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import warnings
 
 import numpy as np
 import orjson
+import pytest
 
 with warnings.catch_warnings():  # Starlette 1.0 nags about httpx vs httpx2; the client works the same
     warnings.simplefilter("ignore")
@@ -14,9 +17,9 @@ with warnings.catch_warnings():  # Starlette 1.0 nags about httpx vs httpx2; the
 
 from serving.runtimes import v2
 from serving.runtimes.model import Model, ModelRepository
-from serving.runtimes.server import ModelServer, parse_args
+from serving.runtimes.server import ModelServer, ServerLimits, parse_args
 from serving.runtimes.v2 import Tensor
-from support import wait_until
+from support import temporary_env, wait_until
 
 
 class Doubler(Model):
@@ -39,6 +42,22 @@ class Doubler(Model):
     async def predict(self, payload: list[Tensor]) -> np.ndarray:
         if payload[0].data.dtype.kind == "b":
             raise RuntimeError("cannot double booleans")
+        return payload[0].data * 2
+
+
+class ThreadRecordingDoubler(Model):
+    """Plain-function steps (like the sklearn and MLflow runtimes): the server runs it on a predict thread."""
+
+    platform = "test"
+
+    def __init__(self) -> None:
+        super().__init__("double")
+        self.threads: list[str] = []
+        self.pause = 0.0  # makes the model slow (not a wait for anything)
+
+    def predict(self, payload: list[Tensor]) -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.pause)
         return payload[0].data * 2
 
 
@@ -190,5 +209,79 @@ def test_cli_flags() -> None:
     assert (args.model_name, args.model_dir, args.http_port, args.model_format, args.host, args.workers) == (
         "m", "/d", 9000, "auto", "127.0.0.1", 1,
     )
+    assert (args.predict_queue, args.max_request_body) == (128, 100 << 20)
     args = parse_args(["--model-name", "m", "--model-dir", "/d", "--model_format", "mlflow", "--workers", "2"])
     assert (args.model_format, args.workers) == ("mlflow", 2)
+    args = parse_args(["--model_name", "m", "--model_dir", "/d", "--predict_workers", "3", "--predict-queue", "0",
+                       "--max_request_body", "5000"])
+    assert (args.predict_workers, args.predict_queue, args.max_request_body) == (3, 0, 5000)
+
+
+def test_body_limit_comes_from_the_platform_variable_unless_the_flag_says(capsys) -> None:
+    base = ["--model_name", "m", "--model_dir", "/d"]
+    with temporary_env(ODH_MAX_REQUEST_BODY_BYTES="12345"):
+        assert parse_args(base).max_request_body == 12345
+        assert parse_args([*base, "--max_request_body", "99"]).max_request_body == 99
+    with temporary_env(ODH_MAX_REQUEST_BODY_BYTES="lots"), pytest.raises(SystemExit):
+        parse_args(base)
+    assert "ODH_MAX_REQUEST_BODY_BYTES='lots': expected a whole number of bytes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--predict_workers", "0"])
+    assert "0 is below the minimum of 1" in capsys.readouterr().err
+
+
+def test_plain_function_models_predict_on_a_predict_thread_async_ones_on_the_loop() -> None:
+    blocking = ThreadRecordingDoubler()
+    with TestClient(ModelServer(ModelRepository([blocking])).app) as client:
+        _wait_ready(client)
+        assert client.post("/v2/models/double/infer", content=_infer_body([1, 2])).json()["outputs"][0]["data"] == [2, 4]
+        assert client.post("/v1/models/double:predict", json={"instances": [[3]]}).json() == {"predictions": [[6]]}
+        assert len(blocking.threads) == 2 and all(name.startswith("predict") for name in blocking.threads)
+        metrics = client.get("/metrics").text
+    assert 'odh_model_server_predict_duration_seconds_count{model="double"} 2.0' in metrics
+    assert "odh_model_server_admitted_requests 0.0" in metrics
+    assert "odh_model_server_admitted_body_bytes 0.0" in metrics
+    assert blocking.blocking and not Doubler().blocking
+
+
+def test_a_model_quick_on_small_requests_skips_the_thread_hop_until_it_is_slow() -> None:
+    model = ThreadRecordingDoubler()
+    server = ModelServer(ModelRepository([model]))
+    proof = server.fast_path.proof
+    with TestClient(server.app) as client:
+        _wait_ready(client)
+        for _ in range(proof + 1):
+            assert client.post("/v2/models/double/infer", content=_infer_body([1])).status_code == 200
+        assert all(name.startswith("predict") for name in model.threads[:proof])
+        assert not model.threads[proof].startswith("predict")  # earned: ran on the event loop's thread
+        # A big body always goes to a predict thread.
+        big = _infer_body([1.0] * 20_000)
+        assert len(big) > server.fast_path.small_body
+        assert client.post("/v2/models/double/infer", content=big).status_code == 200
+        assert model.threads[-1].startswith("predict")
+        # One slow prediction, and the model never runs on the loop again.
+        model.pause = server.fast_path.slow
+        assert client.post("/v2/models/double/infer", content=_infer_body([1])).status_code == 200
+        model.pause = 0.0
+        for _ in range(proof + 1):
+            assert client.post("/v2/models/double/infer", content=_infer_body([1])).status_code == 200
+        assert all(name.startswith("predict") for name in model.threads[-proof - 1 :])
+
+
+def test_body_over_the_limit_is_413() -> None:
+    model = Doubler()
+    model.release.set()
+    server = ModelServer(ModelRepository([model]), limits=ServerLimits(max_request_body=200))
+    with TestClient(server.app) as client:
+        _wait_ready(client)
+        body = _infer_body([1])
+        assert client.post("/v2/models/double/infer", content=body + b" " * (200 - len(body))).status_code == 200
+        for path in ("/v2/models/double/infer", "/v1/models/double:predict"):
+            response = client.post(path, content=b" " * 201)
+            assert response.status_code == 413, response.text
+            assert "request body of 201+ bytes is over this server's limit of 200 bytes" in response.json()["error"]
+            # Streamed without a length: counted as it arrives.
+            response = client.post(path, content=iter([b" " * 150, b" " * 150]))
+            assert response.status_code == 413, response.text
+        metrics = client.get("/metrics").text
+    assert 'odh_model_server_requests_total{model="double",protocol="v2",status="413"} 2.0' in metrics
