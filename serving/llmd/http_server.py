@@ -16,7 +16,7 @@ and body in two syscalls. Here:
 * limits: a body over ``RequestLimits.max_body`` is 413 (as soon as its length says so, before it is
   read), a head over ``max_head`` 431, a head not complete within ``head_timeout`` or a body with no byte
   for ``body_timeout`` 408;
-* a refusal (400/408/413/431/501) is answered in order after whatever was pipelined before it, then the
+* a refusal (400/408/413/431) is answered in order after whatever was pipelined before it, then the
   connection is half-closed and what the client still sends is read and dropped for a moment, so that
   the client sees the answer rather than a reset;
 * ``stop`` stops accepting, closes idle connections and lets in-flight requests finish within a grace
@@ -305,7 +305,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("server", "loop", "transport", "parser", "current", "queue", "task", "closed", "paused",
                  "write_paused", "_drain", "_lost", "last_active", "last_read", "head_started", "head_bytes",
-                 "line_bytes", "in_body", "begun", "refused", "_linger")
+                 "line_bytes", "in_body", "begun", "refused", "_linger", "last_request")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -329,6 +329,7 @@ class _Connection(asyncio.Protocol):
         self.begun = False  # a request began during the feed in progress
         self.refused = False  # a refusal is queued or sent, or the client said close: nothing more is parsed
         self._linger: asyncio.TimerHandle | None = None
+        self.last_request: HttpRequest | None = None  # the last one parsed
 
     @property
     def closing(self) -> bool:
@@ -361,12 +362,17 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             refusal = exc.__context__
-            if not isinstance(refusal, _Refusal):
-                raise
+            if not isinstance(refusal, _Refusal):  # a bug here: answered and logged, not a dropped connection
+                log.error("parsing a request failed", exc_info=refusal)
+                refusal = _Refusal(400, "malformed HTTP request")
             self.refuse(refusal)
             return
         except httptools.HttpParserUpgrade:
-            self.refuse(_Refusal(501, "protocol upgrades are not supported"))
+            # The request asking for it is complete and queued: it is answered as plain HTTP (a server may
+            # ignore Upgrade), and as what follows it would be the other protocol, that answer is the last.
+            if self.last_request is not None:
+                self.last_request.keep_alive = False
+            self.refused = True
             return
         except httptools.HttpParserError as exc:
             self.refuse(_Refusal(400, f"malformed HTTP request: {exc}"))  # nothing when the client said close
@@ -451,7 +457,10 @@ class _Connection(asyncio.Protocol):
         length = request.header(b"content-length")
         if length is not None and int(length) > limits.max_body:
             raise _Refusal(413, f"the request body is larger than {limits.max_body} bytes")
-        url = httptools.parse_url(request._url)
+        try:
+            url = httptools.parse_url(request._url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Refusal(400, "the request target is not a path (an authority-form CONNECT, or invalid)") from None
         request.path = url.path.decode("utf-8", "replace") if url.path else "/"
         request.query = url.query or b""
         self.in_body = True
@@ -480,6 +489,7 @@ class _Connection(asyncio.Protocol):
         request._parts = []
         if not request.keep_alive:
             self.refused = True  # the client said close: nothing after this request is read (RFC 9112 9.6)
+        self.last_request = request
         self._enqueue(request)
 
     # request running

@@ -129,3 +129,24 @@ async def test_nothing_after_a_request_that_said_close_is_read(served: tuple[Rec
                                     b"GET /after HTTP/1.1\r\nhost: a\r\n\r\ngarbage")
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.count(b"HTTP/1.1") == 1
     assert [r.path for r in app.seen] == ["/last"]
+
+
+@pytest.mark.parametrize(("upgrade", "status", "handled"), [
+    (b"GET /up HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n", 200, 1),
+    (b"CONNECT a:443 HTTP/1.1\r\nhost: a:443\r\n\r\n", 400, 0),
+])
+async def test_an_upgrade_request_gets_one_plain_answer_and_the_close(
+        served: tuple[Recorder, HttpServer], upgrade: bytes, status: int, handled: int) -> None:
+    """No protocol switch: the request is answered as HTTP, once, and what follows it (the other protocol)
+    is never parsed as requests."""
+    app, server = served
+    answer = await exchange(server, upgrade + b"\x81\x05hello GET /after HTTP/1.1\r\nhost: a\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 %d " % status) and answer.count(b"HTTP/1.1 ") == 1
+    assert b"\r\nconnection: close\r\n" in answer and len(app.seen) == handled
+
+
+@pytest.mark.parametrize("target", [b"/\xff", b"/a\x01b", b"http://[::1/x", b"a:80"])
+async def test_a_request_target_that_is_not_a_path_is_400(served: tuple[Recorder, HttpServer], target: bytes) -> None:
+    app, server = served
+    answer = await exchange(server, b"GET %s HTTP/1.1\r\nhost: a\r\n\r\n" % target)
+    assert answer.startswith(b"HTTP/1.1 400 ") and app.seen == []
