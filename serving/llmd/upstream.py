@@ -176,17 +176,13 @@ class _Connection(asyncio.Protocol):
         self.last_io = self.pool.loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _Unsolicited):
-                raise
-            self._reusable = False
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
             if not self._complete:
                 kind = "unexpected protocol upgrade" if isinstance(exc, httptools.HttpParserUpgrade) else (
                     f"invalid HTTP response: {exc}")
                 self._fail(BadResponse(kind))
                 return
-            self._reusable = False  # garbage after a complete response
+            self._reusable = False  # a second response (_Unsolicited) or garbage after a complete one
         if self._complete and (self.waiter is not None or self.response is not None):
             # Released only now, after the whole segment: bytes that followed the response in it
             # have had their say on whether the connection may be reused.
