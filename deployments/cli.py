@@ -111,7 +111,7 @@ def deploy(
     """Run the deploy flow (upload, register, configure, deploy, initialize, register service)."""
     root = state_dir(state)
     _require_daemon(root)
-    from deployments.prefect_env import configure_prefect
+    from flows.prefect_env import configure_prefect
 
     configure_prefect(root)
     with console.status(f"deploying {model_uri} as {namespace}/{name}...") as status:
@@ -287,7 +287,7 @@ def retire(name: str, namespace: NamespaceOpt = "default", state: StateOpt = Non
     """Run the retire flow: delete the deployment and mark its model versions retired."""
     root = state_dir(state)
     _require_daemon(root)
-    from deployments.prefect_env import configure_prefect
+    from flows.prefect_env import configure_prefect
 
     configure_prefect(root)
     with console.status(f"retiring {namespace}/{name}...") as status:

@@ -39,7 +39,7 @@ def main() -> None:
     state = Path(os.environ.get(STATE_DIR_ENV) or REPO / ".odh").resolve()
     os.environ[STATE_DIR_ENV] = str(state)
 
-    from deployments.prefect_env import configure_prefect
+    from flows.prefect_env import configure_prefect
     from serving.platform.local import daemon_info, start_daemon, stop_daemon
 
     configure_prefect(state)
