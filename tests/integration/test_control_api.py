@@ -132,6 +132,9 @@ def test_the_state_directory_is_0700_and_the_socket_0600(state: Path, platform: 
 
 def test_another_user_cannot_even_reach_the_socket(state: Path, platform: LocalPlatform) -> None:
     assert as_uid(NOBODY, http_get(state / "api.sock")).startswith("PermissionError")
+    # Our own client says why, in a sentence (not a traceback, not "start it with odh up").
+    said = as_uid(NOBODY, lambda: repr(LocalPlatform(state).info()))
+    assert said.startswith("PlatformError") and "belongs to another user" in said, said
     assert platform.is_running()
 
 
@@ -142,12 +145,14 @@ def test_another_uid_is_refused_by_its_peer_credentials_even_when_the_modes_are_
         state.chmod(0o755)
         sock.chmod(0o666)
         answer = as_uid(NOBODY, http_get(sock, "/info"))
+        said = as_uid(NOBODY, lambda: repr(LocalPlatform(state).info()))
     finally:
         state.chmod(0o700)
         sock.chmod(0o600)
     status, _, body = answer.partition(" ")
     assert status == "403", answer
     assert "uid 65534" in json.loads(body)["error"] and "gateway" not in body
+    assert said.startswith("PlatformError") and "403" in said and "forbidden" in said, said
     log = wait_until(lambda: "refused" in (text := (state / "daemon.log").read_text()) and text, what="the refusal logged")
     assert "refused a control API connection from uid 65534" in log
     assert http_get(sock, "/healthz")().startswith("200 ")  # root still is served

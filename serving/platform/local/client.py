@@ -85,11 +85,17 @@ class LocalPlatform:
         )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        if not self.socket.exists():
+        try:
+            present = self.socket.exists()
+        except PermissionError:
+            raise PlatformError(self._not_yours()) from None
+        if not present:
             raise DaemonNotRunningError(f"no odh daemon on {self.state}: start it with `odh up`")
         try:
             response = self._client.request(method, path, **kwargs)
         except (httpx.ConnectError, FileNotFoundError) as exc:
+            if "Permission denied" in str(exc):
+                raise PlatformError(self._not_yours()) from exc
             raise DaemonNotRunningError(f"no odh daemon answers on {self.socket}: start it with `odh up`") from exc
         if response.status_code == 422:
             body = response.json()
@@ -101,6 +107,10 @@ class LocalPlatform:
             raise PlatformError(f"the odh daemon answered {response.status_code} to {method} {path}: "
                                 f"{_error_of(response) or response.text}")
         return response.json()
+
+    def _not_yours(self) -> str:
+        return (f"{self.state} belongs to another user: an odh daemon's state directory and control socket are "
+                "its user's alone; use your own (--state-dir or ODH_STATE_DIR)")
 
 
 def _error_of(response: httpx.Response) -> str:

@@ -213,8 +213,11 @@ class Daemon:
             task = asyncio.create_task(self.runners.pop(key).stop())
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
-        for runner in self.runners.values():
-            runner.step()
+        for key, runner in self.runners.items():
+            try:
+                runner.step()
+            except Exception:  # noqa: BLE001 - one Deployment's trouble must not stop the others' replicas
+                log.exception("stepping Deployment %s/%s failed", *key)
 
     def _report_failure(self, key: tuple[str, str, str], stored: dict[str, Any], exc: Exception) -> None:
         """Write why ``key`` could not be reconciled into its status (and the log, once per reason)."""
