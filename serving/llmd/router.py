@@ -256,6 +256,7 @@ class Router:
             Route("/v1/batches", self.batches, methods=["POST"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
+            Route("/health/detail", self.health_detail, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
         ])
         self.app = self  # an object with an async __call__: an ASGI 3 app (tests drive it so)
@@ -337,21 +338,29 @@ class Router:
 
     # -- small endpoints -----------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        """Liveness and a summary for anyone; the per-pod view only for a caller the key check lets in
-        (everyone when no keys are configured, as for every other route). Pod names are the engines'
-        ``host:port`` unless named, and an engine's address is a way around the router's key check."""
-        pods = self.monitor.pods.values()
-        state: dict[str, Any] = {"status": "ok", "healthy_pods": sum(p.healthy for p in pods),
-                                 "total_pods": len(pods), "queue_depth": self.flow.queue_depth}
+        """Liveness and a summary, for anyone (probes send no key): never an engine's name or address,
+        since pod names are the engines' ``host:port`` unless named and an address is a way around the
+        router's key check. The per-pod view is ``/health/detail``."""
+        return Response(orjson.dumps(self._health_summary()), media_type="application/json")
+
+    async def health_detail(self, request: Request) -> Response:
+        """The summary plus each pod's load, breaker and indexed blocks, for a caller the key check lets in
+        (everyone when no keys are configured, as for every other route)."""
         if self.keys.check(request.headers.get("authorization")) is None:
-            return Response(orjson.dumps(state), media_type="application/json")
+            return self._unauthorized()
+        state = self._health_summary()
         state["pods"] = {p.name: {"healthy": p.healthy, "in_flight": p.in_flight, "running": p.running,
                                   "waiting": p.waiting, "kv_usage": p.kv_usage,
-                                  "breaker": self.breakers[p.name].state} for p in pods}
+                                  "breaker": self.breakers[p.name].state} for p in self.monitor.pods.values()}
         if self.index is not None:
             state["index"] = {"keys": len(self.index), "block_size": self.index.block_size,
                               "pods": {pod: self.index.pod_blocks(pod) for pod in self.index.pods}}
         return Response(orjson.dumps(state), media_type="application/json")
+
+    def _health_summary(self) -> dict[str, Any]:
+        pods = self.monitor.pods.values()
+        return {"status": "ok", "healthy_pods": sum(p.healthy for p in pods), "total_pods": len(pods),
+                "queue_depth": self.flow.queue_depth}
 
     async def ready(self, request: Request) -> Response:
         status = 200 if self.monitor.healthy() else 503

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from serving.llmd.auth import KeyRing
+from serving.llmd.auth import KeyRing, parse_key
 from serving.llmd.http_server import HttpServer, RequestLimits
 from serving.llmd.monitor import EngineSpec, LoadMonitor, parse_engine
 from serving.llmd.router import Router, RouterConfig
@@ -207,8 +207,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         engines = [parse_engine(e) for e in args.engine]
+        for spec in args.api_key:
+            parse_key(spec)  # checked before anything starts: a bad tier is one line, not a traceback
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise SystemExit(f"error: {exc}") from None
     with contextlib.suppress(KeyboardInterrupt):
         serve(args.port, args.model, engines, args.config, args.api_key, args.tokenizer, args.block_size,
               host=args.host, redis_url=args.redis_url, max_model_len=args.max_model_len,

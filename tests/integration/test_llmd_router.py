@@ -57,7 +57,7 @@ def auth() -> dict[str, str]:
 
 def pod_health(base: str) -> dict:
     """The per-pod part of /health: behind the key (pod names are engine addresses)."""
-    return httpx.get(base + "/health", headers=auth()).json()["pods"]
+    return httpx.get(base + "/health/detail", headers=auth()).json()["pods"]
 
 
 def test_health_names_no_engine_without_the_key(stack: dict) -> None:
@@ -200,7 +200,7 @@ def test_precise_prefix_routing_from_kv_events() -> None:
         base = f"http://127.0.0.1:{router_port}"
         wait_http(base + "/ready", proc=router)
         def indexed() -> dict[str, int]:
-            return httpx.get(base + "/health").json()["index"]["pods"]
+            return httpx.get(base + "/health/detail").json()["index"]["pods"]
 
         # Events published before a SUB socket connects are lost: probe each engine with fresh prompts
         # until the router's index shows its blocks, so the warm-up below is seen.

@@ -224,7 +224,7 @@ def test_the_router_still_answers_correctly_afterwards(router: httpx.Client) -> 
     chat = router.post("/v1/chat/completions", headers=AUTH, json={
         "model": MODEL, "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 2})
     assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
-    health = wait_until(lambda: (h := router.get("/health", headers=AUTH).json())["queue_depth"] == 0 and
+    health = wait_until(lambda: (h := router.get("/health/detail", headers=AUTH).json())["queue_depth"] == 0 and
                         all(p["in_flight"] == 0 for p in h["pods"].values()) and h, timeout=10,
                         what="nothing left in flight")
     assert all(p["healthy"] and p["breaker"] == "closed" for p in health["pods"].values()), health

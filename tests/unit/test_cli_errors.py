@@ -144,3 +144,12 @@ def test_delete_says_what_it_needs(args: list[str], words: tuple) -> None:
 def test_delete_f_needs_kind_and_name_in_each_document(manifest) -> None:
     path = manifest(yaml.safe_dump_all([{"kind": "InferenceService", "metadata": {"name": "a"}}, {"kind": "X"}]))
     assert_one_line_error(odh("delete", "-f", path), "document 2 needs kind and metadata.name")
+
+
+def test_the_router_module_run_directly_refuses_an_unknown_tier_in_one_line() -> None:
+    """``python -m serving.llmd.serve`` (what the platform runs) checks keys before starting anything."""
+    from serving.llmd.serve import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--port", "1", "--model", "m", "--engine", "http://127.0.0.1:1", "--api-key", "sk-1:bogus"])
+    assert str(exit_.value.code).startswith("error: unknown priority class 'bogus'")

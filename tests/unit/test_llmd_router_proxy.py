@@ -308,7 +308,8 @@ async def test_other_methods_and_paths_still_go_through_starlette() -> None:
 
 
 async def test_health_and_metrics_show_engine_addresses_only_behind_the_key() -> None:
-    """Unnamed engines are pods named by address; without a key /health is a summary and /metrics a 401."""
+    """Unnamed engines are pods named by address: /health is a summary for everyone, the per-pod view
+    (/health/detail) and /metrics need the key."""
     pods = {"127.0.0.1:18001": "both", "127.0.0.1:18002": "both"}
     router = make_router(lambda pod, req: completion(pod), pods=pods, keys=("sk-good",))
     router.monitor.pods["127.0.0.1:18002"].healthy = False
@@ -321,16 +322,21 @@ async def test_health_and_metrics_show_engine_addresses_only_behind_the_key() ->
             assert "127.0.0.1" not in r.text and "1800" not in r.text
             metrics = await c.get("/metrics", headers=headers)
             assert metrics.status_code == 401 and "1800" not in metrics.text
-        full = (await c.get("/health", headers=good)).json()
+            detail = await c.get("/health/detail", headers=headers)
+            assert detail.status_code == 401 and "1800" not in detail.text
+        assert "1800" not in (await c.get("/health", headers=good)).text  # the summary even with the key
+        full = (await c.get("/health/detail", headers=good)).json()
         assert set(full["pods"]) == set(pods) and full["pods"]["127.0.0.1:18002"]["healthy"] is False
         assert full["pods"]["127.0.0.1:18001"]["in_flight"] == 0
         assert 'pod="127.0.0.1:18001"' in (await c.get("/metrics", headers=good)).text
 
 
-async def test_without_keys_health_keeps_the_per_pod_view() -> None:
-    """No keys configured: every route is open, /health included (what the platform's tests read)."""
+async def test_without_keys_health_is_still_a_summary_and_the_detail_is_open() -> None:
+    """No keys configured: /health still names no pod (a probe's view); /health/detail and /metrics are open,
+    as every other route is."""
     router = make_router(lambda pod, req: completion(pod))
     async with asgi(router) as c:
-        health = (await c.get("/health")).json()
+        assert "pods" not in (await c.get("/health")).json()
+        health = (await c.get("/health/detail")).json()
         assert set(health["pods"]) == {"a", "b"} and health["pods"]["a"]["healthy"] is True
         assert (await c.get("/metrics")).status_code == 200
