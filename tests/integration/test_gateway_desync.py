@@ -107,13 +107,14 @@ def parse_responses(data: bytes) -> list[_Response]:
 
 
 def exchange_raw(port: int, payload: bytes, timeout: float = 15.0) -> bytes:
-    """Send ``payload``, half-close, and read until the gateway closes (it does once it has answered)."""
+    """Send ``payload``, half-close, and read until the gateway closes (it does once it has answered;
+    a gateway that keeps the connection open fails the caller with a timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused before we were done
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)
         data = b""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):
                 data += chunk
         return data
