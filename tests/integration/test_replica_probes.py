@@ -4,7 +4,6 @@ replaces the process."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,21 @@ import pytest
 from serving.platform.local import replicas
 from serving.platform.local.pods import PodPlan
 from serving.platform.local.replicas import Replica
+from support import wait_until_async
 
 pytestmark = pytest.mark.integration
 
-# /ready answers 200 while the flag file exists; /health answers 200 while the other one does.
+# /ready answers 200 while the flag file exists; /health answers 200 while the other one does, and counts
+# its probes (one line each) in a third file.
 SERVER = """
 import os, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
-ready, live = sys.argv[1], sys.argv[2]
+ready, live, probes = sys.argv[1], sys.argv[2], sys.argv[3]
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/health":
+            with open(probes, "a") as f:
+                f.write("probe\\n")
         flag = {"/ready": ready, "/health": live}.get(self.path)
         self.send_response(200 if flag and os.path.exists(flag) else 503)
         self.end_headers()
@@ -32,16 +36,19 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 
 
 def plan(tmp_path: Path, liveness: bool) -> PodPlan:
-    return PodPlan(("python", "-c", SERVER, str(tmp_path / "ready"), str(tmp_path / "live")), {}, 8080, "/ready",
-                   None, liveness_path="/health" if liveness else None)
+    return PodPlan(("python", "-c", SERVER, str(tmp_path / "ready"), str(tmp_path / "live"), str(tmp_path / "probes")),
+                   {}, 8080, "/ready", None, liveness_path="/health" if liveness else None)
 
 
-async def wait_for(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+def liveness_probes(tmp_path: Path) -> int:
+    try:
+        return (tmp_path / "probes").read_text().count("probe")
+    except FileNotFoundError:
+        return 0
+
+
+async def wait_for(condition, what: str = "condition") -> None:  # noqa: ANN001
+    await wait_until_async(condition, timeout=30, interval=0.05, what=what)
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +68,11 @@ async def test_failing_readiness_with_a_liveness_probe_keeps_the_process(tmp_pat
         (tmp_path / "ready").unlink()
         await wait_for(lambda: not replica.ready)
         assert "readiness probe" in replica.message
-        await asyncio.sleep(0.5)
+        # Readiness keeps failing while liveness is probed and passes, more times than it takes to give up on a
+        # probe: the replica stays out of service and is not restarted.
+        probed = liveness_probes(tmp_path)
+        await wait_for(lambda: liveness_probes(tmp_path) >= probed + 2 * replicas.PROBE_FAILURES_TO_UNREADY,
+                       what="liveness probed while not ready")
         assert replica.info().pid == pid and replica.restarts == 0  # out of service, not restarted
         (tmp_path / "ready").touch()
         await wait_for(lambda: replica.ready)
