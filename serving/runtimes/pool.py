@@ -85,7 +85,10 @@ class PredictPool:
 
     def __init__(self, workers: int, queue: int, max_body_bytes: int) -> None:
         if workers < 1 or queue < 0 or max_body_bytes < 1:
-            raise ValueError(f"predict pool needs workers >= 1, queue >= 0, max_body_bytes >= 1; got {workers}, {queue}, {max_body_bytes}")
+            raise ValueError(
+                f"predict pool needs workers >= 1, queue >= 0, max_body_bytes >= 1; "
+                f"got {workers}, {queue}, {max_body_bytes}"
+            )
         self.workers = workers
         self.max_requests = workers + queue
         self.max_body_bytes = max_body_bytes

@@ -52,6 +52,7 @@ from serving.platform.local.limits import MAX_REQUEST_BODY_ENV, PlatformLimits
 from serving.runtimes import v1, v2
 from serving.runtimes.errors import InferenceServerError, ModelLoadError, ModelNotFound, RequestTooLarge
 from serving.runtimes.model import Model, ModelRepository
+from serving.runtimes.openapi import openapi_document
 from serving.runtimes.pool import FastPath, PredictPool, Ticket, default_predict_workers
 
 log = logging.getLogger("serving.runtimes.server")
@@ -254,6 +255,7 @@ class ModelServer:
             r("/v2/models/{model}/versions/{version}/ready", "v2", self.v2_model_ready, ["GET"]),
             r("/v2/models/{model}/versions/{version}/infer", "v2", self.v2_infer, ["POST"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", self.openapi_endpoint, methods=["GET"]),
         ]
 
     def _model(self, request: Request, *, ready: bool) -> Model:
@@ -380,6 +382,11 @@ class ModelServer:
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def openapi_endpoint(self, request: Request) -> Response:
+        models = self.repository.models()
+        versions = sorted({m.version for m in models if m.version is not None})
+        return _json(openapi_document([m.name for m in models], versions))
+
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers or {})
@@ -446,7 +453,9 @@ def _v1_blocking(timing: _PredictTiming, model: Model, body: bytes) -> bytes:
     return v1.encode_response(timing.infer(model, v1.decode_request(body)))
 
 
-def _v2_blocking(timing: _PredictTiming, model: Model, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+def _v2_blocking(
+    timing: _PredictTiming, model: Model, body: bytes, header_length: str | None
+) -> tuple[bytes, int | None]:
     """A V2 request's work for a plain-function model: decode, the model (timed), encode."""
     infer = v2.decode_request(body, header_length)
     return v2.encode_response(model.name, timing.infer(model, infer.inputs), infer, model.version)
@@ -492,7 +501,9 @@ def _app_from_env() -> Starlette:
     """uvicorn factory for worker processes: the CLI arguments travel in an environment variable."""
     config = json.loads(os.environ[CONFIG_ENV])
     limits = ServerLimits(**config["limits"])
-    return create_app(config["model_name"], config["model_dir"], config["model_format"], config["model_version"], limits)
+    return create_app(
+        config["model_name"], config["model_dir"], config["model_format"], config["model_version"], limits
+    )
 
 
 def _limits(args: argparse.Namespace) -> ServerLimits:
