@@ -44,13 +44,19 @@ from prometheus_client import (
 from starlette.applications import Starlette
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from serving.platform.local.limits import MAX_REQUEST_BODY_ENV, PlatformLimits
 from serving.runtimes import v1, v2
-from serving.runtimes.errors import InferenceServerError, ModelLoadError, ModelNotFound, RequestTooLarge
+from serving.runtimes.errors import (
+    InferenceServerError,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    RequestTooLarge,
+)
 from serving.runtimes.model import Model, ModelRepository
 from serving.runtimes.openapi import openapi_document
 from serving.runtimes.pool import FastPath, PredictPool, Ticket, default_predict_workers
@@ -367,14 +373,17 @@ class ModelServer:
             raise _too_large(int(declared), limit)
         chunks: list[bytes] = []
         size = 0
-        async with contextlib.aclosing(request.stream()) as stream:
-            async for chunk in stream:
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(size, limit)
-                self.pool.reserve(ticket, len(chunk))
-                if chunk:
-                    chunks.append(chunk)
+        try:
+            async with contextlib.aclosing(request.stream()) as stream:
+                async for chunk in stream:
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(size, limit)
+                    self.pool.reserve(ticket, len(chunk))
+                    if chunk:
+                        chunks.append(chunk)
+        except ClientDisconnect:  # nobody to answer; counted as the client's doing, not a server error
+            raise InvalidInput(f"the client went away after {size} bytes of the request body") from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # Everything else ------------------------------------------------------------------------------

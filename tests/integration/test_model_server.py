@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,9 +241,7 @@ class TestRuntimesModelServer:
         with httpx.Client() as client:
             assert client.post(f"{base}/v2/models/iris/infer", content=body).status_code == 200
             proc.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            code = proc.wait(timeout=30)
+            code = proc.wait(timeout=30)  # on its own: the fixture's SIGKILL never comes into it
         assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful shutdown
-        assert time.monotonic() - started < 30
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base}/v2/health/live")

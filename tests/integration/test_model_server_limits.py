@@ -200,3 +200,15 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(gated) -> None:
         assert client.post(f"{base}/v2/models/gated/infer", content=padded).status_code == 200
         assert client.post(f"{base}/v2/models/gated/infer", content=padded + b" ").status_code == 413
         assert client.get(f"{base}/v2/health/live").status_code == 200
+
+
+def test_a_client_that_leaves_mid_body_is_not_a_server_error(gated) -> None:
+    base, _ = gated
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT) as sock:
+        sock.sendall(b"POST /v2/models/gated/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inputs\"")
+        wait_until(lambda: _admitted(base) == 1, timeout=60, what="the half-sent request admitted")
+    wait_until(lambda: _admitted(base) == 0, timeout=60, what="the abandoned request released")
+    metrics = httpx.get(f"{base}/metrics", timeout=PROBE_TIMEOUT).text
+    assert 'odh_model_server_requests_total{model="gated",protocol="v2",status="400"} 1.0' in metrics
+    assert 'status="500"' not in metrics
