@@ -353,7 +353,8 @@ class ModelServer:
         finally:
             if timing.seconds is not None:  # a model that failed slowly loses the fast path too
                 self.fast_path.record(model.name, len(body), timing.seconds)
-        self.metrics.observe_predict(model.name, timing.seconds or 0.0)
+        assert timing.seconds is not None  # set by the model's call, which answered
+        self.metrics.observe_predict(model.name, timing.seconds)
         return result
 
     async def _run(self, model: Model, inputs: list[v2.Tensor]) -> list[v2.Tensor]:
