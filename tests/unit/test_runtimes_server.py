@@ -17,6 +17,7 @@ with warnings.catch_warnings():  # Starlette 1.0 nags about httpx vs httpx2; the
 
 from serving.runtimes import v2
 from serving.runtimes.model import Model, ModelRepository
+from serving.runtimes.pool import FastPath
 from serving.runtimes.server import ModelServer, ServerLimits, parse_args
 from serving.runtimes.v2 import Tensor
 from support import temporary_env, wait_until
@@ -247,6 +248,9 @@ def test_plain_function_models_predict_on_a_predict_thread_async_ones_on_the_loo
 def test_a_model_quick_on_small_requests_skips_the_thread_hop_until_it_is_slow() -> None:
     model = ThreadRecordingDoubler()
     server = ModelServer(ModelRepository([model]))
+    # Thresholds far from what doubling takes, so a busy machine cannot decide the outcome; one second of
+    # sleep is surely slow.
+    server.fast_path = FastPath(quick=1.0, slow=1.0, proof=3)
     proof = server.fast_path.proof
     with TestClient(server.app) as client:
         _wait_ready(client)
