@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import psutil
 
 T = TypeVar("T")
 
@@ -72,6 +73,18 @@ async def wait_until_async(check: Callable[[], T], timeout: float = 30.0, interv
         await asyncio.sleep(interval)
         value = check()
     return value
+
+
+def listening_address(pid: int, port: int) -> str:
+    """The address the process ``pid`` or one of its descendants listens on at TCP ``port``."""
+    leader = psutil.Process(pid)
+    for proc in [leader, *leader.children(recursive=True)]:
+        # psutil 6 renamed connections() to net_connections(); kserve pins psutil below 6
+        connections = getattr(proc, "net_connections", None) or proc.connections
+        for conn in connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                return conn.laddr.ip
+    raise AssertionError(f"nothing under pid {pid} listens on port {port}")
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> httpx.Response:

@@ -29,7 +29,7 @@ from serving.config import RUNTIMES_DIR_ENV, mlflow_tracking_uri
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
 from serving.registry import ModelRegistry
 from serving.runtimes.envs import find_links, install_runtime_env
-from support import REPO_ROOT, free_port, python_module, running, temporary_env, wait_http, wait_until
+from support import REPO_ROOT, free_port, listening_address, python_module, running, temporary_env, wait_http, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.usefixtures("prefect_server")]
 
@@ -185,6 +185,14 @@ def test_requests_sharing_a_prefix_hit_the_engine_that_holds_it(platform: LocalP
     for other in set(before) - {holder}:
         assert prefix_counters(other) == before[other]  # the other engine saw none of them
     assert index_blocks(router)[holder] > 0
+
+
+def test_real_vllm_engines_and_the_router_listen_on_loopback_only(platform: LocalPlatform, served: dict) -> None:
+    """vLLM binds every interface unless given --host; the platform gives it 127.0.0.1."""
+    pods = [p for p in platform.pods() if p["deployment"].startswith("tiny-kserve") and p["ready"]]
+    assert {p["deployment"] for p in pods} == {"tiny-kserve", "tiny-kserve-router-scheduler"}
+    for pod in pods:
+        assert listening_address(pod["pid"], pod["port"]) == "127.0.0.1", pod
 
 
 def test_real_vllm_filters_the_metrics_the_router_scrapes(platform: LocalPlatform, served: dict) -> None:

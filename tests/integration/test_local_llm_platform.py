@@ -19,7 +19,7 @@ import pytest
 from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import FIXTURES, free_port, temporary_env, wait_until
+from support import FIXTURES, free_port, listening_address, temporary_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +209,11 @@ def test_engines_without_their_runtime_environment_say_how_to_install_it(platfor
         assert conditions["Ready"]["status"] == "False"
     finally:
         platform.delete("LLMInferenceService", "default", "novllm")
+
+
+def test_the_router_and_engines_listen_on_loopback_only(platform: LocalPlatform, served: dict) -> None:
+    """The router's manifest says --host 0.0.0.0 (a pod's own namespace); here that would be the network."""
+    pods = [p for p in platform.pods() if p["deployment"].startswith("chat-kserve") and p["ready"]]
+    assert {p["deployment"] for p in pods} == {"chat-kserve", "chat-kserve-router-scheduler"}
+    for pod in pods:
+        assert listening_address(pod["pid"], pod["port"]) == "127.0.0.1", pod

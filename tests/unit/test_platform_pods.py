@@ -90,7 +90,7 @@ def test_every_container_port_maps_in_split_flags_endpoints_and_topics(tmp_path:
     assert argv[argv.index("--port") + 1] == "41000"
     assert argv[argv.index("--block-size") + 1] == "32"  # not a port flag: left alone
     assert argv[argv.index("--model") + 1] == str(tmp_path)
-    assert argv[-1] == '{"endpoint":"tcp://*:41001","topic":"kv@127.0.0.1:41000@tiny"}'
+    assert argv[argv.index("--kv-events-config") + 1] == '{"endpoint":"tcp://*:41001","topic":"kv@127.0.0.1:41000@tiny"}'
     assert env["POD_IP"] == "127.0.0.1"
 
 
@@ -120,3 +120,25 @@ def test_a_replica_inherits_the_daemons_environment_without_its_credentials() ->
         "ODH_MAX_REPLICAS": "8", "HF_HUB_OFFLINE": "1", "HF_HOME": "/hf", "TOKENIZERS_PARALLELISM": "false",
         "VLLM_CPU_KVCACHE_SPACE": "1", "MLFLOW_TRACKING_URI": "sqlite:///m.db", "PYTHONPATH": "/p",
     }
+
+
+def test_wildcard_addresses_become_loopback_and_vllm_is_told_its_host(tmp_path: Path) -> None:
+    """A pod's 0.0.0.0 is its own namespace; a local process's is the machine's network."""
+    plan = plan_pod(vllm_template())
+    argv, _ = materialize(plan, port=41000, model_dir=tmp_path, extra_ports={8000: 41000, 5557: 41001})
+    assert argv[-2:] == ["--host", "127.0.0.1"]  # vLLM binds every interface when no host is given
+    # vLLM binds its publisher only for a wildcard endpoint (any other it connects to): left as written
+    assert '"endpoint":"tcp://*:41001"' in argv[argv.index("--kv-events-config") + 1]
+
+    router = plan_pod(template(args=["--host", "0.0.0.0", "--bind=::", "--glob", "*", "--http_port=8080"]))
+    argv, _ = materialize(router, port=50001, model_dir=tmp_path)
+    assert argv[argv.index("--host") + 1] == "127.0.0.1" and "--bind=127.0.0.1" in argv
+    assert argv[argv.index("--glob") + 1] == "*"
+    assert argv.count("--host") == 1  # not a vLLM server: nothing added
+
+
+def test_a_vllm_server_that_names_its_host_keeps_it(tmp_path: Path) -> None:
+    pod = vllm_template()
+    pod["spec"]["containers"][0]["args"] += ["--host=127.0.0.2"]
+    argv, _ = materialize(plan_pod(pod), port=41000, model_dir=tmp_path, extra_ports={8000: 41000, 5557: 41001})
+    assert "--host=127.0.0.2" in argv and "--host" not in argv

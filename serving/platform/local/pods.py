@@ -8,6 +8,12 @@ pointed at the replica's model directory and every container port at its own fre
 ``--port=N``, ``--port N``, ``tcp://*:N`` and ``$(POD_IP):N`` all follow. ``$(VAR)`` references expand
 as the kubelet expands them, with ``status.podIP`` being 127.0.0.1.
 
+A pod's wildcard address is its own network namespace; here there is none, so a wildcard bind address
+given as an argument (``--host 0.0.0.0``, ``--bind=::``) becomes 127.0.0.1, and a vLLM server, which
+binds every interface unless told otherwise, is given ``--host 127.0.0.1``. ZMQ endpoints stay as
+written: vLLM binds its KV-event publisher only for a wildcard endpoint (``tcp://*:N``) and connects
+for any other, so that stream still listens on every interface (docs/security.md).
+
 A replica starts with the daemon's environment minus its credentials (``replica_environment``): in
 KServe only the storage-initializer container is given the storage secret, and the model server never
 sees it. Locally the storage initializer is the daemon's own model fetch, so the daemon keeps them and
@@ -41,6 +47,11 @@ _PORT_FLAG = re.compile(r"^(--?[\w-]*port[\w-]*=)(\d+)$", re.IGNORECASE)
 _SPLIT_PORT_FLAG = re.compile(r"^--?[\w-]*port$", re.IGNORECASE)
 # A port after a host inside a larger string: ZMQ endpoints, URLs, "kv@host:port@model" topics.
 _HOST_PORT = re.compile(r"((?:[a-z]+://)?(?:\*|localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]*\])):(\d+)\b", re.IGNORECASE)
+# A bind address meaning "every interface" (in a pod, its own namespace; here, the machine's network),
+# alone or as a flag's value.
+_WILDCARD_VALUE = re.compile(r"^(--?[\w.-]+=)?(0\.0\.0\.0|::|\[::\])$")
+# Servers that bind every interface when their command line names no host.
+_BIND_ALL_BY_DEFAULT = ("vllm.entrypoints.openai.api_server",)
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 # Daemon environment variables a replica does not inherit (see the module docstring).
 _CREDENTIAL_NAME = re.compile(
@@ -138,16 +149,26 @@ def materialize(plan: PodPlan, *, port: int, model_dir: Path | None, python: str
             return f"{match[1]}{mapping[int(match[2])]}"
         if value.isdigit() and _SPLIT_PORT_FLAG.match(previous) and int(value) in mapping:
             return str(mapping[int(value)])
+        wildcard = _WILDCARD_VALUE.match(value)
+        if wildcard:
+            return f"{wildcard[1] or ''}{POD_IP}"
         return _HOST_PORT.sub(remap_host_port, value)
 
     argv = [local(arg, plan.command[i - 1] if i else "") for i, arg in enumerate(plan.command)]
     if argv and argv[0] in {"python", "python3"}:
         argv[0] = python
+    if _binds_all_by_default(argv) and not any(a == "--host" or a.startswith("--host=") for a in argv):
+        argv += ["--host", POD_IP]
     env = {name: (str(mapping[int(value)]) if value.isdigit() and int(value) in mapping and "PORT" in name.upper()
                   else local(value))
            for name, value in plan.env.items()}
     env["PORT"] = str(port)
     return argv, env
+
+
+def _binds_all_by_default(argv: list[str]) -> bool:
+    vllm_serve = len(argv) > 1 and Path(argv[0]).name == "vllm" and argv[1] == "serve"
+    return vllm_serve or any(arg in _BIND_ALL_BY_DEFAULT for arg in argv)
 
 
 def replica_environment(daemon_env: Mapping[str, str]) -> dict[str, str]:
