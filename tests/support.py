@@ -87,6 +87,20 @@ def listening_address(pid: int, port: int) -> str:
     raise AssertionError(f"nothing under pid {pid} listens on port {port}")
 
 
+def tcp_listeners(pgid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket a process of the process group ``pgid`` listens on."""
+    found: set[tuple[str, int]] = set()
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                continue
+            connections = (getattr(proc, "net_connections", None) or proc.connections)(kind="tcp")
+        except (psutil.Error, ProcessLookupError):
+            continue  # gone meanwhile
+        found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+    return found
+
+
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> httpx.Response:
     """Poll ``url`` until it answers 200; fail early when ``proc`` has exited."""
     deadline = time.monotonic() + timeout

@@ -3,6 +3,9 @@
     python -m serving.llmd.sim_vllm --model DIR --served-model-name NAME --port 8000 \
         --block-size 32 --kv-events-config '{"endpoint": "tcp://*:5557", ...}' [--max-model-len N]
 
+The KV-event endpoint may also be ``ipc://PATH`` (what the embedded platform gives an engine): the
+simulator binds it as vLLM does.
+
 An LLMInferenceService whose ``spec.template`` main container runs this module instead of
 ``vllm.entrypoints.openai.api_server`` gets the same Deployment, router and routes, served by the
 simulator: the platform's LLM path can then be exercised in seconds and without vLLM's 2 GB runtime.
@@ -21,6 +24,7 @@ from pathlib import Path
 from serving.llmd.sim import __main__ as sim
 
 _PORT = re.compile(r":(\d+)$")
+_BOUND_AS_WRITTEN = ("ipc://", "inproc://")
 
 
 def translate(argv: Sequence[str]) -> list[str]:
@@ -33,7 +37,9 @@ def translate(argv: Sequence[str]) -> list[str]:
     p.add_argument("--block-size", type=int, default=32)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--num-gpu-blocks-override", type=int, default=None)
-    p.add_argument("--kv-events-config", default=None, help="vLLM's KV-events JSON; its endpoint's port is used")
+    p.add_argument("--kv-events-config", default=None,
+                   help="vLLM's KV-events JSON: an ipc:// or inproc:// endpoint is bound as written, a tcp one's "
+                        "port on --host")
     args, _ignored = p.parse_known_args(list(argv))
     out = ["--model", args.served_model_name or args.model, "--host", args.host, "--base-port", str(args.port),
            "--block-size", str(args.block_size)]
@@ -43,8 +49,11 @@ def translate(argv: Sequence[str]) -> list[str]:
         out += ["--num-blocks", str(args.num_gpu_blocks_override)]
     if args.kv_events_config:
         config = json.loads(args.kv_events_config)
-        port = _PORT.search(str(config.get("endpoint", "")))
-        if config.get("enable_kv_cache_events", True) and port:
+        endpoint = str(config.get("endpoint", ""))
+        port = _PORT.search(endpoint)
+        if config.get("enable_kv_cache_events", True) and endpoint.startswith(_BOUND_AS_WRITTEN):
+            out += ["--zmq-endpoint", endpoint]  # vLLM binds these too
+        elif config.get("enable_kv_cache_events", True) and port:
             out += ["--zmq-base-port", port[1]]
     if (Path(args.model) / "tokenizer.json").is_file():
         out += ["--tokenizer", args.model]

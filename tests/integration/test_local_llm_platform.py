@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import FIXTURES, free_port, listening_address, temporary_env, wait_until
+from support import FIXTURES, free_port, listening_address, tcp_listeners, temporary_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +218,15 @@ def test_the_router_and_engines_listen_on_loopback_only(platform: LocalPlatform,
     assert {p["deployment"] for p in pods} == {"chat-kserve", "chat-kserve-router-scheduler"}
     for pod in pods:
         assert listening_address(pod["pid"], pod["port"]) == "127.0.0.1", pod
+
+
+def test_engines_publish_kv_events_on_a_socket_in_their_pod_directory_not_a_tcp_port(
+        platform: LocalPlatform, served: dict) -> None:
+    """vLLM binds its KV-event publisher on every interface for tcp://*:N (any other tcp address it connects
+    to); the stream carries prompt token ids, so locally it is a Unix socket in the 0700 state directory."""
+    engines = [p for p in engine_pods(platform) if p["ready"]]
+    assert engines
+    for pod in engines:
+        assert tcp_listeners(pod["pid"]) == {("127.0.0.1", pod["port"])}, pod
+        events = platform.state / "pods" / "default" / pod["name"] / "zmq-5557.sock"
+        assert stat.S_ISSOCK(events.stat().st_mode), events

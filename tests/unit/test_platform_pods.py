@@ -142,3 +142,37 @@ def test_a_vllm_server_that_names_its_host_keeps_it(tmp_path: Path) -> None:
     pod["spec"]["containers"][0]["args"] += ["--host=127.0.0.2"]
     argv, _ = materialize(plan_pod(pod), port=41000, model_dir=tmp_path, extra_ports={8000: 41000, 5557: 41001})
     assert "--host=127.0.0.2" in argv and "--host" not in argv
+
+
+def test_a_wildcard_zmq_endpoint_becomes_an_ipc_socket_in_the_pod_directory(tmp_path: Path) -> None:
+    """vLLM binds ipc endpoints (and connects to any tcp address but a wildcard): a Unix socket in the 0700
+    state directory keeps the KV-event stream, which carries prompt token ids, off the network."""
+    from serving.platform.local.pods import zmq_ipc_endpoint
+
+    pod_dir = tmp_path / "pods" / "default" / "chat-kserve-abc-0"
+    argv, _ = materialize(plan_pod(vllm_template()), port=41000, model_dir=tmp_path,
+                          extra_ports={8000: 41000, 5557: 41001}, ipc_dir=pod_dir)
+    endpoint = f"ipc://{pod_dir}/zmq-5557.sock"
+    assert argv[argv.index("--kv-events-config") + 1] == (
+        '{"endpoint":"' + endpoint + '","topic":"kv@127.0.0.1:41000@tiny"}')  # the HTTP port still maps
+    assert argv[argv.index("--port") + 1] == "41000"
+    assert zmq_ipc_endpoint(pod_dir, 5557) == endpoint  # what the daemon gives the router
+    # a tcp endpoint that is not a wildcard (vLLM connects to it) and an unmapped port are left alone
+    pod = template(args=["--pub=tcp://127.0.0.1:5557", "--other=tcp://*:9999"], ports=[{"containerPort": 8080}, {"containerPort": 5557}])
+    argv, _ = materialize(plan_pod(pod), port=50001, model_dir=tmp_path, extra_ports={5557: 50002}, ipc_dir=pod_dir)
+    assert "--pub=tcp://127.0.0.1:50002" in argv and "--other=tcp://*:9999" in argv
+
+
+def test_a_pod_directory_too_long_for_a_unix_socket_keeps_tcp_and_says_how_to_fix_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from serving.platform.local.pods import zmq_ipc_endpoint
+
+    fits = Path("/" + "d" * (107 - len("/zmq-5557.sock") - 1))  # the path is 107 bytes: the most sun_path holds
+    assert zmq_ipc_endpoint(fits, 5557) == f"ipc://{fits}/zmq-5557.sock"
+    too_long = Path(str(fits) + "d")
+    assert zmq_ipc_endpoint(too_long, 5557) is None
+    with caplog.at_level("WARNING", logger="serving.platform.local.pods"):
+        argv, _ = materialize(plan_pod(vllm_template()), port=41000, model_dir=tmp_path,
+                              extra_ports={8000: 41000, 5557: 41001}, ipc_dir=too_long)
+    assert '"endpoint":"tcp://*:41001"' in argv[argv.index("--kv-events-config") + 1]
+    assert "shorter state directory" in caplog.text and str(too_long) in caplog.text

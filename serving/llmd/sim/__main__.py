@@ -1,8 +1,9 @@
 """``python -m serving.llmd.sim``: N simulated vLLM engines in one process and one asyncio loop.
 
-Engine i serves HTTP on ``base_port + i``, publishes KV events on ``zmq_base_port + i`` and, when
-``--replay-base-port`` is given, answers replay requests on ``replay_base_port + i``. One line per
-engine is printed once all of them listen; SIGTERM/SIGINT stop them all.
+Engine i serves HTTP on ``base_port + i``, publishes KV events on ``zmq_base_port + i`` (a single
+engine may bind ``--zmq-endpoint`` instead, e.g. ``ipc://PATH``) and, when ``--replay-base-port`` is
+given, answers replay requests on ``replay_base_port + i``. One line per engine is printed once all of
+them listen; SIGTERM/SIGINT stop them all.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--base-port", type=int, required=True, help="HTTP port of engine 0; engine i uses +i")
     p.add_argument("--zmq-base-port", type=int, default=None, help="KV-event PUB port of engine 0 (omit: no events)")
+    p.add_argument("--zmq-endpoint", default=None,
+                   help="KV-event PUB endpoint to bind instead of a port (e.g. ipc://PATH); one engine only")
     p.add_argument("--replay-base-port", type=int, default=None, help="KV-event replay ROUTER port of engine 0")
     p.add_argument("--block-size", type=int, default=32)
     p.add_argument("--num-blocks", type=int, default=512)
@@ -49,6 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.engines < 1 or args.block_size < 1 or args.num_blocks < 1 or args.max_running < 1:
         p.error("--engines, --block-size, --num-blocks and --max-running must be positive")
+    if args.zmq_endpoint is not None and (args.engines != 1 or args.zmq_base_port is not None):
+        p.error("--zmq-endpoint names one engine's socket: use it with --engines 1 and without --zmq-base-port")
     return args
 
 
@@ -83,7 +88,7 @@ async def run(args: argparse.Namespace) -> None:
     publishers: list[KVEventPublisher] = []
     for i in range(args.engines):
         port = args.base_port + i
-        pub_ep = f"tcp://{args.host}:{args.zmq_base_port + i}" if args.zmq_base_port is not None else None
+        pub_ep = f"tcp://{args.host}:{args.zmq_base_port + i}" if args.zmq_base_port is not None else args.zmq_endpoint
         replay_ep = f"tcp://{args.host}:{args.replay_base_port + i}" if args.replay_base_port is not None else None
         publisher = None
         if pub_ep is not None:

@@ -60,7 +60,7 @@ from serving.platform.local.gateway import Gateway
 from serving.platform.local.limits import PlatformLimits
 from serving.platform.local.orphans import stop_orphans
 from serving.platform.local.peercred import allowed_uids, bind_private_socket, peer_checked_protocol, private_directory
-from serving.platform.local.pods import PodPlan
+from serving.platform.local.pods import PodPlan, zmq_subscribe_endpoint
 from serving.platform.local.routes import RouteTable
 from serving.platform.local.store import ObjectStore
 
@@ -317,9 +317,11 @@ class Daemon:
                 engines[child["spec"]["template"]["metadata"]["labels"].get(ROLE_LABEL, "both")] = runner
         router_runner = None
         if router is not None:
+            # Each engine publishes its KV events where materialize put them: a Unix socket in its pod directory.
             flags = [engine_flag(f"http://127.0.0.1:{ports[ENGINE_PORT]}",
-                                 f"tcp://127.0.0.1:{ports[KV_EVENTS_PORT]}" if KV_EVENTS_PORT in ports else None, role)
-                     for role, runner in sorted(engines.items()) for ports in runner.desired_pod_ports()]
+                                 zmq_subscribe_endpoint(pod_dir, KV_EVENTS_PORT, ports[KV_EVENTS_PORT])
+                                 if KV_EVENTS_PORT in ports else None, role)
+                     for role, runner in sorted(engines.items()) for ports, pod_dir in runner.desired_pods()]
             if flags:
                 router = with_engines(router, flags)
                 router_runner = self._run(router, router["spec"]["replicas"])

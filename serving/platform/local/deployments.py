@@ -105,10 +105,11 @@ class DeploymentRunner:
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("127.0.0.1", r.port) for rs in self._sets.values() for r in rs if r.ready and r.port]
 
-    def desired_pod_ports(self) -> list[dict[int, int]]:
-        """Container port -> loopback port for each replica of the desired template, ready or not
-        (an LLM router lists every engine and lets its own monitor follow their readiness)."""
-        return [dict(r.ports) for r in self._sets.get(self.desired, [])]
+    def desired_pods(self) -> list[tuple[dict[int, int], Path]]:
+        """Each replica of the desired template, ready or not, as its container port -> loopback port
+        map and its pod directory (where its ZMQ sockets are): an LLM router lists every engine and lets
+        its own monitor follow their readiness."""
+        return [(dict(r.ports), r.pod_dir) for r in self._sets.get(self.desired, [])]
 
     def replica_infos(self) -> list[ReplicaInfo]:
         return [r.info() for rs in self._sets.values() for r in rs]

@@ -10,9 +10,13 @@ as the kubelet expands them, with ``status.podIP`` being 127.0.0.1.
 
 A pod's wildcard address is its own network namespace; here there is none, so a wildcard bind address
 given as an argument (``--host 0.0.0.0``, ``--bind=::``) becomes 127.0.0.1, and a vLLM server, which
-binds every interface unless told otherwise, is given ``--host 127.0.0.1``. ZMQ endpoints stay as
-written: vLLM binds its KV-event publisher only for a wildcard endpoint (``tcp://*:N``) and connects
-for any other, so that stream still listens on every interface (docs/security.md).
+binds every interface unless told otherwise, is given ``--host 127.0.0.1``. A wildcard ZMQ endpoint
+(``tcp://*:N``, N a container port) cannot become loopback: vLLM binds its KV-event publisher only for
+a wildcard, ``::`` or ``ipc://`` endpoint and connects for any other. So it becomes a Unix socket in
+the pod's own directory, ``ipc://<pod dir>/zmq-N.sock`` (``zmq_ipc_endpoint``, which the daemon also
+gives the router): the state directory is 0700, so only the daemon's user can subscribe to a stream
+that carries prompt token ids. A path longer than a Unix socket address holds (107 bytes) keeps
+``tcp://*:<mapped port>``, on every interface, with a warning that names the fix (docs/security.md).
 
 A replica starts with the daemon's environment minus its credentials (``replica_environment``): in
 KServe only the storage-initializer container is given the storage secret, and the model server never
@@ -29,6 +33,8 @@ explicitly always reaches it: that is the manifest author's choice.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -38,6 +44,8 @@ from typing import Any
 
 from serving.errors import PlatformError
 from serving.kserve.reconcile.llmd import RUNTIME_ENV_ANNOTATION
+
+log = logging.getLogger(__name__)
 
 MODEL_MOUNT = "/mnt/models"
 STORAGE_INITIALIZER = "storage-initializer"
@@ -52,6 +60,11 @@ _HOST_PORT = re.compile(r"((?:[a-z]+://)?(?:\*|localhost|\d{1,3}(?:\.\d{1,3}){3}
 _WILDCARD_VALUE = re.compile(r"^(--?[\w.-]+=)?(0\.0\.0\.0|::|\[::\])$")
 # Servers that bind every interface when their command line names no host.
 _BIND_ALL_BY_DEFAULT = ("vllm.entrypoints.openai.api_server",)
+# ZMQ endpoints that bind every interface; vLLM binds these (and ipc://), and connects to any other.
+_ZMQ_WILDCARDS = ("tcp://*", "tcp://[::]")
+UNIX_SOCKET_PATH_MAX = 107  # bytes: sockaddr_un.sun_path less its terminating NUL
+# Characters that would break the endpoint's place in vLLM's JSON config or the router's --engine flag.
+_UNSAFE_IN_ENDPOINT = (",", '"', "\\")
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 # Daemon environment variables a replica does not inherit (see the module docstring).
 _CREDENTIAL_NAME = re.compile(
@@ -126,10 +139,29 @@ def _storage_uri(spec: dict[str, Any], main: dict[str, Any]) -> str | None:
     return None
 
 
+def zmq_ipc_endpoint(ipc_dir: Path, container_port: int) -> str | None:
+    """Where a pod's wildcard ZMQ endpoint on ``container_port`` listens locally: a Unix socket in
+    ``ipc_dir``. None when that path cannot be one (longer than ``UNIX_SOCKET_PATH_MAX`` bytes, or
+    holding a character the endpoint's consumers would split on): the endpoint then stays tcp.
+    The one place both the engine's argv and the router's subscription take it from."""
+    path = ipc_dir.absolute() / f"zmq-{container_port}.sock"
+    if len(os.fsencode(path)) > UNIX_SOCKET_PATH_MAX or any(c in str(path) for c in _UNSAFE_IN_ENDPOINT):
+        return None
+    return f"ipc://{path}"
+
+
+def zmq_subscribe_endpoint(ipc_dir: Path, container_port: int, mapped_port: int) -> str:
+    """Where a subscriber reaches the pod's wildcard ZMQ endpoint on ``container_port``: the pod's
+    Unix socket, or loopback at the port it was mapped to when the socket path cannot be one."""
+    return zmq_ipc_endpoint(ipc_dir, container_port) or f"tcp://{POD_IP}:{mapped_port}"
+
+
 def materialize(plan: PodPlan, *, port: int, model_dir: Path | None, python: str = sys.executable,
-                extra_ports: Mapping[int, int] | None = None) -> tuple[list[str], dict[str, str]]:
+                extra_ports: Mapping[int, int] | None = None,
+                ipc_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
     """The argv and env that run ``plan`` with its main port on ``port`` (other container ports on
-    ``extra_ports[containerPort]``) and the model at ``model_dir``."""
+    ``extra_ports[containerPort]``) and the model at ``model_dir``; with ``ipc_dir`` (the pod's own
+    directory), a wildcard ZMQ endpoint on a container port becomes a Unix socket there."""
     mapping = {**(extra_ports or {}), plan.container_port: port}
 
     def expand(value: str) -> str:
@@ -137,8 +169,18 @@ def materialize(plan: PodPlan, *, port: int, model_dir: Path | None, python: str
         return _VAR_REF.sub(lambda m: plan.env.get(m[1], m[0]), value)
 
     def remap_host_port(match: re.Match[str]) -> str:
-        mapped = mapping.get(int(match[2]))
-        return f"{match[1]}:{mapped}" if mapped is not None else match[0]
+        container_port = int(match[2])
+        mapped = mapping.get(container_port)
+        if mapped is None:
+            return match[0]
+        if ipc_dir is not None and match[1].lower() in _ZMQ_WILDCARDS:
+            endpoint = zmq_ipc_endpoint(ipc_dir, container_port)
+            if endpoint is not None:
+                return endpoint
+            log.warning("pod directory %s: a Unix socket there would be over %d bytes (or hold one of , \" \\), "
+                        "so %s stays tcp on port %d, listening on every interface; use a shorter state directory "
+                        "(--state-dir or ODH_STATE_DIR)", ipc_dir, UNIX_SOCKET_PATH_MAX, match[0], mapped)
+        return f"{match[1]}:{mapped}"
 
     def local(value: str, previous: str = "") -> str:
         value = expand(value)

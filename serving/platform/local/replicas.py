@@ -145,7 +145,7 @@ class Replica:
         self._was_ready = False
         python = self._resolve_python(self.plan) if self._resolve_python else sys.executable
         argv, env = materialize(self.plan, port=self.ports[self.plan.container_port], model_dir=model_dir,
-                                python=python, extra_ports=self.ports)
+                                python=python, extra_ports=self.ports, ipc_dir=self.pod_dir)
         log_path = self.pod_dir / "replica.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._set(ReplicaState.STARTING, "")
