@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ from serving.config import RUNTIMES_DIR_ENV, mlflow_tracking_uri
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
 from serving.registry import ModelRegistry
 from serving.runtimes.envs import find_links, install_runtime_env
-from support import REPO_ROOT, free_port, listening_address, python_module, running, temporary_env, wait_http, wait_until
+from support import (REPO_ROOT, free_port, listening_address, python_module, running, tcp_listeners, temporary_env,
+                     wait_http, wait_until)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.usefixtures("prefect_server")]
 
@@ -193,6 +195,15 @@ def test_real_vllm_engines_and_the_router_listen_on_loopback_only(platform: Loca
     assert {p["deployment"] for p in pods} == {"tiny-kserve", "tiny-kserve-router-scheduler"}
     for pod in pods:
         assert listening_address(pod["pid"], pod["port"]) == "127.0.0.1", pod
+    # Nothing in an engine's process group listens on every interface: vLLM's KV-event publisher binds
+    # a Unix socket in the pod's directory, and its own internal ports are on loopback.
+    for pod in (p for p in pods if p["deployment"] == "tiny-kserve"):
+        listeners = tcp_listeners(pod["pid"])
+        print(pod["name"], sorted(listeners))  # what vLLM opens, for whoever reads the report
+        assert ("127.0.0.1", pod["port"]) in listeners
+        assert all(ip in ("127.0.0.1", "::1") for ip, _ in listeners), listeners
+        events = platform.state / "pods" / "default" / pod["name"] / "zmq-5557.sock"
+        assert stat.S_ISSOCK(events.stat().st_mode), events
 
 
 def test_real_vllm_filters_the_metrics_the_router_scrapes(platform: LocalPlatform, served: dict) -> None:
