@@ -12,10 +12,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 import psutil
+
+if TYPE_CHECKING:
+    from serving.platform.local import LocalPlatform
 
 T = TypeVar("T")
 
@@ -99,6 +102,21 @@ def tcp_listeners(pgid: int) -> set[tuple[str, int]]:
             continue  # gone meanwhile
         found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
     return found
+
+
+@contextlib.contextmanager
+def running_platform(state: Path, gateway_port: int | None = None,
+                     env: dict[str, str] | None = None) -> Iterator[LocalPlatform]:
+    """An embedded platform daemon on ``state`` (a free gateway port unless given) and a client for it;
+    the daemon and every replica stop on exit, whatever happens."""
+    from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
+
+    start_daemon(state, gateway_port or free_port(), env=env)
+    try:
+        with LocalPlatform(state) as client:
+            yield client
+    finally:
+        stop_daemon(state)
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> httpx.Response:

@@ -48,7 +48,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.platform.local.limits import MAX_REQUEST_BODY_ENV, PlatformLimits
+from serving.platform.local.limits import MAX_REQUEST_BODY_ENV, PlatformLimits, env_number
 from serving.runtimes import v1, v2
 from serving.runtimes.errors import (
     InferenceServerError,
@@ -91,20 +91,9 @@ class ServerLimits:
         return self.max_inflight_body or 2 * self.max_request_body
 
 
-def _positive(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a whole number of bytes") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r}: must be positive")
-    return value
-
-
 def default_max_request_body() -> int:
     """``ODH_MAX_REQUEST_BODY_BYTES`` when set (the platform passes its limit down), else 100 MiB."""
-    raw = os.environ.get(MAX_REQUEST_BODY_ENV, "")
-    return _positive(MAX_REQUEST_BODY_ENV, raw) if raw else PlatformLimits.max_request_body
+    return env_number(MAX_REQUEST_BODY_ENV, PlatformLimits.max_request_body, int)
 
 
 # ------------------------------------------------------------------------------------------ metrics

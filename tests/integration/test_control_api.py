@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 from serving.errors import AdmissionError
-from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
+from serving.platform.local import LocalPlatform
 from serving.platform.local.store import ObjectStore
-from support import IRIS_DIR, free_port, wait_until
+from support import IRIS_DIR, running_platform, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +56,8 @@ def state() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def platform(state: Path) -> Iterator[LocalPlatform]:
-    start_daemon(state, free_port(), env={"ODH_MAX_REPLICAS": str(MAX_REPLICAS)})
-    client = LocalPlatform(state)
-    try:
+    with running_platform(state, env={"ODH_MAX_REPLICAS": str(MAX_REPLICAS)}) as client:
         yield client
-    finally:
-        stop_daemon(state)
-        client.close()
 
 
 @pytest.fixture(scope="module")

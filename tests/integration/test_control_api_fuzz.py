@@ -23,8 +23,8 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import free_port
+from serving.platform.local import LocalPlatform
+from support import running_platform
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +51,8 @@ def state() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def platform(state: Path) -> Iterator[LocalPlatform]:
-    start_daemon(state, free_port())
-    client = LocalPlatform(state)
-    try:
+    with running_platform(state) as client:
         yield client
-    finally:
-        stop_daemon(state)
-        client.close()
 
 
 def _send(client: httpx.Client, kwargs: dict[str, Any]) -> httpx.Response:

@@ -19,8 +19,8 @@ import pytest
 
 from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError
-from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import FIXTURES, free_port, listening_address, tcp_listeners, temporary_env, wait_until
+from serving.platform.local import LocalPlatform
+from support import FIXTURES, listening_address, running_platform, tcp_listeners, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +58,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     state = tmp_path_factory.mktemp("odh-llm-state")
-    with temporary_env(**{RUNTIMES_DIR_ENV: str(tmp_path_factory.mktemp("no-runtimes"))}):  # no vLLM there
-        start_daemon(state, free_port())
-    client = LocalPlatform(state)
-    try:
-        yield client
-    finally:
-        stop_daemon(state)
-        client.close()
+    with running_platform(state, env={RUNTIMES_DIR_ENV: str(tmp_path_factory.mktemp("no-runtimes"))}) as client:
+        yield client  # no vLLM in that runtimes directory
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import IRIS_DIR, free_port, wait_until
+from support import IRIS_DIR, free_port, running_platform, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +44,8 @@ def gateway_port() -> int:
 
 @pytest.fixture(scope="module")
 def platform(state: Path, gateway_port: int) -> Iterator[LocalPlatform]:
-    start_daemon(state, gateway_port)
-    client = LocalPlatform(state)
-    try:
+    with running_platform(state, gateway_port) as client:
         yield client
-    finally:
-        stop_daemon(state)
-        client.close()
 
 
 def predictions(url: str, name: str = "iris") -> tuple[list, list]:

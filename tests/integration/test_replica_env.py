@@ -4,13 +4,12 @@ in KServe); what its manifest's container ``env`` sets explicitly still reaches 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
-from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import IRIS_DIR, free_port, wait_until
+from serving.platform.local import LocalPlatform
+from support import IRIS_DIR, running_platform, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +22,8 @@ DAEMON_SECRETS = {
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     state = tmp_path_factory.mktemp("odh-env")
-    start_daemon(state, free_port(), env={**DAEMON_SECRETS, "ODH_EXAMPLE_SETTING": "kept"})
-    try:
-        with LocalPlatform(state) as client:
-            yield client
-    finally:
-        stop_daemon(state)
+    with running_platform(state, env={**DAEMON_SECRETS, "ODH_EXAMPLE_SETTING": "kept"}) as client:
+        yield client
 
 
 def replica_environ(platform: LocalPlatform, deployment: str) -> dict[str, str]:

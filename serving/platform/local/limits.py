@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psutil
+
+T = TypeVar("T", int, float)
 
 # A replica of the built-in model servers takes ~150-250 MB resident; count 512 MB so that a machine
 # at its replica limit still has memory for the models themselves.
@@ -26,27 +29,17 @@ def default_max_replicas() -> int:
     return max(2, min(by_cores, by_memory))
 
 
-def _env_int(name: str, default: int) -> int:
+def env_number(name: str, default: T, kind: type[T]) -> T:
+    """``$name`` as a positive ``kind`` (int or float), or ``default`` when unset or empty; a bad value
+    raises ValueError naming the variable."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a whole number") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r}: must be positive")
-    return value
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise ValueError(f"{name}={raw!r}: expected {what}") from None
     if value <= 0:
         raise ValueError(f"{name}={raw!r}: must be positive")
     return value
@@ -77,9 +70,9 @@ class PlatformLimits:
         """The defaults, with each ``ODH_*`` variable that is set taking its place; a bad value raises
         ValueError naming the variable."""
         return cls(
-            max_replicas=_env_int(MAX_REPLICAS_ENV, default_max_replicas()),
-            max_request_body=_env_int(MAX_REQUEST_BODY_ENV, cls.max_request_body),
-            max_request_head=_env_int(MAX_REQUEST_HEAD_ENV, cls.max_request_head),
-            request_head_timeout=_env_float(REQUEST_HEAD_TIMEOUT_ENV, cls.request_head_timeout),
-            request_body_timeout=_env_float(REQUEST_BODY_TIMEOUT_ENV, cls.request_body_timeout),
+            max_replicas=env_number(MAX_REPLICAS_ENV, default_max_replicas(), int),
+            max_request_body=env_number(MAX_REQUEST_BODY_ENV, cls.max_request_body, int),
+            max_request_head=env_number(MAX_REQUEST_HEAD_ENV, cls.max_request_head, int),
+            request_head_timeout=env_number(REQUEST_HEAD_TIMEOUT_ENV, cls.request_head_timeout, float),
+            request_body_timeout=env_number(REQUEST_BODY_TIMEOUT_ENV, cls.request_body_timeout, float),
         )
