@@ -119,6 +119,42 @@ def running_platform(state: Path, gateway_port: int | None = None,
         stop_daemon(state)
 
 
+class StreamServer:
+    """A test server on a free loopback port over asyncio streams: ``handle`` serves one connection. Every
+    connection it accepted is closed when its handler ends and when the server exits, so none is left for
+    the garbage collector to find after the event loop has gone."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            await self.handle(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away: what these servers expect sooner or later
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def __aenter__(self) -> StreamServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self.server.wait_closed()
+
+
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> httpx.Response:
     """Poll ``url`` until it answers 200; fail early when ``proc`` has exited."""
     deadline = time.monotonic() + timeout

@@ -22,36 +22,21 @@ from serving.llmd.monitor import EngineSpec, LoadMonitor
 from serving.llmd.router import Router, RouterConfig
 from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
 from serving.llmd.upstream import EnginePool
+from support import StreamServer
 
 
-class EchoEngine:
+class EchoEngine(StreamServer):
     """A keep-alive engine whose completion text is the prompt it was sent."""
 
-    def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                prompt = orjson.loads(await reader.readexactly(length)).get("prompt")
-                data = orjson.dumps({"choices": [{"text": prompt}]})
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                             % (len(data), data))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    async def __aenter__(self) -> EchoEngine:
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            prompt = orjson.loads(await reader.readexactly(length)).get("prompt")
+            data = orjson.dumps({"choices": [{"text": prompt}]})
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(data), data))
 
 
 @pytest.fixture

@@ -16,17 +16,17 @@ from serving.llmd.monitor import EngineSpec, LoadMonitor
 from serving.llmd.router import Router, RouterConfig
 from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
 from serving.llmd.upstream import EnginePool
+from support import StreamServer
 
 
-class StreamingEngine:
+class StreamingEngine(StreamServer):
     """Answers any POST with an SSE stream of 200 events, one every 10 ms; notes when its client leaves."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.left = asyncio.Event()
-        self.server: asyncio.Server | None = None
-        self.port = 0
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length"))
@@ -48,15 +48,6 @@ class StreamingEngine:
             self.left.set()
             return
         writer.write(b"0\r\n\r\n")
-
-    async def __aenter__(self) -> StreamingEngine:
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
 
 
 @pytest.fixture
@@ -109,37 +100,24 @@ async def test_plain_completion_and_other_paths(stack: tuple[Router, HttpServer,
     writer.close()
 
 
-class RecordingEngine:
+class RecordingEngine(StreamServer):
     """Keeps the raw head of every request it reads and answers a completion with its own framing."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.heads: list[list[bytes]] = []
         self.bodies: list[bytes] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n"))[:-4].split(b"\r\n")
-                length = next(int(line.split(b":")[1]) for line in head if line.lower().startswith(b"content-length:"))
-                self.heads.append(head)
-                self.bodies.append(await reader.readexactly(length))
-                data = orjson.dumps({"choices": [{"text": "x"}]})
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive, x-engine\r\n"
-                             b"keep-alive: timeout=5\r\nx-engine: internal\r\ncontent-length: %d\r\n\r\n%s"
-                             % (len(data), data))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    async def __aenter__(self) -> RecordingEngine:
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = (await reader.readuntil(b"\r\n\r\n"))[:-4].split(b"\r\n")
+            length = next(int(line.split(b":")[1]) for line in head if line.lower().startswith(b"content-length:"))
+            self.heads.append(head)
+            self.bodies.append(await reader.readexactly(length))
+            data = orjson.dumps({"choices": [{"text": "x"}]})
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive, x-engine\r\n"
+                         b"keep-alive: timeout=5\r\nx-engine: internal\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(data), data))
 
 
 async def test_the_engine_sees_only_the_routers_framing() -> None:
