@@ -10,9 +10,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import psutil
@@ -153,6 +153,37 @@ class StreamServer:
         for writer in list(self._writers):
             writer.close()
         await self.server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def serving_router(engine_ports: Sequence[int]) -> AsyncIterator[tuple[Any, Any]]:
+    """An LLM-D router with the default scheduler, served by its own HTTP server on a free loopback port in
+    front of engines already listening on ``engine_ports`` (taken as healthy: no scrape is awaited);
+    yields ``(router, server)`` and stops both on exit."""
+    import yaml
+
+    from serving.llmd.auth import KeyRing
+    from serving.llmd.http_server import HttpServer
+    from serving.llmd.monitor import EngineSpec, LoadMonitor
+    from serving.llmd.router import Router, RouterConfig
+    from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
+    from serving.llmd.upstream import EnginePool
+
+    names = [f"127.0.0.1:{port}" for port in engine_ports]
+    monitor = LoadMonitor([EngineSpec(f"http://{name}", name=name) for name in names])
+    for pod in monitor.pods.values():
+        pod.healthy = True
+    router = Router(RouterConfig(model="m"), monitor,
+                    Scheduler(load_config(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()))), KeyRing(()))
+    await router.start()
+    router.clients = {name: EnginePool(f"http://{name}") for name in names}
+    server = HttpServer(router.serve_http)
+    await server.start("127.0.0.1", 0)
+    try:
+        yield router, server
+    finally:
+        await server.stop(grace=0.5)
+        await router.stop()
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> httpx.Response:

@@ -14,15 +14,8 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
-import yaml
 
-from serving.llmd.auth import KeyRing
-from serving.llmd.http_server import HttpServer
-from serving.llmd.monitor import EngineSpec, LoadMonitor
-from serving.llmd.router import Router, RouterConfig
-from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
-from serving.llmd.upstream import EnginePool
-from support import StreamServer
+from support import StreamServer, serving_router
 
 
 class EchoEngine(StreamServer):
@@ -41,20 +34,9 @@ class EchoEngine(StreamServer):
 
 @pytest.fixture
 async def router_port() -> AsyncIterator[int]:
-    async with EchoEngine() as first, EchoEngine() as second:
-        names = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
-        monitor = LoadMonitor([EngineSpec(f"http://{n}", name=n) for n in names])
-        for pod in monitor.pods.values():
-            pod.healthy = True
-        router = Router(RouterConfig(model="m"), monitor, Scheduler(load_config(yaml.safe_load(
-            DEFAULT_CONFIG_PATH.read_text()))), KeyRing(()))
-        await router.start()
-        router.clients = {n: EnginePool(f"http://{n}") for n in names}
-        server = HttpServer(router.serve_http)
-        await server.start("127.0.0.1", 0)
+    async with EchoEngine() as first, EchoEngine() as second, \
+            serving_router([first.port, second.port]) as (_, server):
         yield server.port
-        await server.stop(grace=0.5)
-        await router.stop()
 
 
 def completion(prompt: str) -> bytes:

@@ -8,15 +8,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-import yaml
 
-from serving.llmd.auth import KeyRing
 from serving.llmd.http_server import HttpServer
-from serving.llmd.monitor import EngineSpec, LoadMonitor
-from serving.llmd.router import Router, RouterConfig
-from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
-from serving.llmd.upstream import EnginePool
-from support import StreamServer
+from serving.llmd.router import Router
+from support import StreamServer, serving_router
 
 
 class StreamingEngine(StreamServer):
@@ -52,20 +47,8 @@ class StreamingEngine(StreamServer):
 
 @pytest.fixture
 async def stack() -> AsyncIterator[tuple[Router, HttpServer, StreamingEngine]]:
-    async with StreamingEngine() as engine:
-        name = f"127.0.0.1:{engine.port}"
-        monitor = LoadMonitor([EngineSpec(f"http://{name}", name=name)])
-        for pod in monitor.pods.values():
-            pod.healthy = True
-        router = Router(RouterConfig(model="m"), monitor, Scheduler(load_config(yaml.safe_load(
-            DEFAULT_CONFIG_PATH.read_text()))), KeyRing(()))
-        await router.start()
-        router.clients = {name: EnginePool(f"http://{name}")}
-        server = HttpServer(router.serve_http)
-        await server.start("127.0.0.1", 0)
+    async with StreamingEngine() as engine, serving_router([engine.port]) as (router, server):
         yield router, server, engine
-        await server.stop(grace=0.5)
-        await router.stop()
 
 
 async def test_client_leaving_mid_stream_closes_the_engine_request(
@@ -125,37 +108,24 @@ async def test_the_engine_sees_only_the_routers_framing() -> None:
     exactly one request whose Host, Content-Type and Content-Length the router wrote; a request text
     inside the client's body stays inside the engine request's JSON. The way back likewise: the client
     gets the router's framing and none of the engine's hop-by-hop or other headers."""
-    async with RecordingEngine() as engine:
+    async with RecordingEngine() as engine, serving_router([engine.port]) as (_, server):
         name = f"127.0.0.1:{engine.port}"
-        monitor = LoadMonitor([EngineSpec(f"http://{name}", name=name)])
-        for pod in monitor.pods.values():
-            pod.healthy = True
-        router = Router(RouterConfig(model="m"), monitor, Scheduler(load_config(yaml.safe_load(
-            DEFAULT_CONFIG_PATH.read_text()))), KeyRing(()))
-        await router.start()
-        router.clients = {name: EnginePool(f"http://{name}")}
-        server = HttpServer(router.serve_http)
-        await server.start("127.0.0.1", 0)
-        try:
-            smuggled = "\r\n\r\nPOST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
-            body = orjson.dumps({"model": "m", "prompt": smuggled, "max_tokens": 1})
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            hop_by_hop = (b"connection: keep-alive, content-length, transfer-encoding, host, x-drop\r\n"
-                          b"keep-alive: timeout=99\r\nte: trailers\r\nupgrade-insecure: 1\r\nx-drop: 1\r\n"
-                          b"proxy-connection: keep-alive\r\nx-forwarded-host: evil\r\n")
-            writer.write(b"POST /v1/completions HTTP/1.1\r\nhost: client-host\r\n" + hop_by_hop +
-                         b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) +
-                         b"POST /v1/completions HTTP/1.1\r\nhost: client-host\r\n" + hop_by_hop +
-                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
-            for _ in range(2):
-                answer = await asyncio.wait_for(reader.readuntil(b'"x"}]}'), 5)
-                assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
-                names = {line.split(b":")[0] for line in answer.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]}
-                assert names == {b"x-odh-pod", b"content-length", b"content-type", b"date"}, answer
-            writer.close()
-        finally:
-            await server.stop(grace=0.5)
-            await router.stop()
+        smuggled = "\r\n\r\nPOST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+        body = orjson.dumps({"model": "m", "prompt": smuggled, "max_tokens": 1})
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        hop_by_hop = (b"connection: keep-alive, content-length, transfer-encoding, host, x-drop\r\n"
+                      b"keep-alive: timeout=99\r\nte: trailers\r\nupgrade-insecure: 1\r\nx-drop: 1\r\n"
+                      b"proxy-connection: keep-alive\r\nx-forwarded-host: evil\r\n")
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nhost: client-host\r\n" + hop_by_hop +
+                     b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) +
+                     b"POST /v1/completions HTTP/1.1\r\nhost: client-host\r\n" + hop_by_hop +
+                     b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        for _ in range(2):
+            answer = await asyncio.wait_for(reader.readuntil(b'"x"}]}'), 5)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+            names = {line.split(b":")[0] for line in answer.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]}
+            assert names == {b"x-odh-pod", b"content-length", b"content-type", b"date"}, answer
+        writer.close()
     assert len(engine.heads) == 2  # one engine request per client request, nothing smuggled in between
     for head, sent in zip(engine.heads, engine.bodies):
         assert head == [b"POST /v1/completions HTTP/1.1", b"Host: " + name.encode(),
