@@ -37,7 +37,7 @@ class PoolStats:
     expired: int = 0  # dropped on take: idle past keepalive_expiry
     dead: int = 0  # dropped: closed by the server while idle (or before it came back)
     full: int = 0  # dropped on put: the key already held max_idle
-    out_of_step: int = 0  # dropped on put: its bytes did not line up with its requests
+    not_reusable: int = 0  # dropped on put: the server said close, or its bytes were out of step
 
 
 class ConnectionPool(Generic[K, C]):
@@ -76,14 +76,15 @@ class ConnectionPool(Generic[K, C]):
                 return conn
         return None
 
-    def put(self, key: K, conn: C, in_step: bool = True) -> bool:
-        """Offer ``conn`` back; True when kept. One that is not kept is closed here."""
+    def put(self, key: K, conn: C, reusable: bool = True) -> bool:
+        """Offer ``conn`` back; True when kept. One that is not kept is closed here. ``reusable`` is the
+        owner's verdict: False when the server said close or the connection got out of step."""
         stats = self.stats
         if conn.closed:
             stats.dead += 1
             return False
-        if not in_step:
-            stats.out_of_step += 1
+        if not reusable:
+            stats.not_reusable += 1
             conn.close()
             return False
         idle = self._idle.get(key)
@@ -106,6 +107,10 @@ class ConnectionPool(Generic[K, C]):
                     del idle[index]
                     self.stats.dead += 1
                     return
+
+    def idle(self, key: K) -> list[C]:
+        """The idle connections held for ``key``, coldest first (a copy)."""
+        return [conn for conn, _ in self._idle.get(key, ())]
 
     def idle_count(self, key: K | None = None) -> int:
         """Idle connections held for ``key`` (all keys when None)."""

@@ -27,42 +27,35 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from serving.http import (
+    CONSUMED,
+    UNCONNECTED,
+    BadResponse,
+    ConnectFailed,
+    ConnectionPool,
+    Disconnected,
+    FlowControl,
+    OutOfStep,
+    Pause,
+    ReadTimeout,
+    UpstreamError,
+    stream_transport,
+)
+
+# The error tree lives in serving.http; these names are this module's public surface too.
+__all__ = ["BadResponse", "ConnectFailed", "Disconnected", "EnginePool", "ReadTimeout", "Response", "UpstreamError"]
+
 _JSON = b"Content-Type: application/json\r\n"
 # Headers only the pool writes: the framing of every request comes from here.
-_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade",
-                          "keep-alive", "trailer", "proxy-connection"})
+_OWN_HEADERS = frozenset(name.decode() for name in CONSUMED)
 # Streamed body bytes buffered before the engine connection stops reading (back-pressure).
 _BUFFER_LIMIT = 1 << 20
-
-
-class UpstreamError(Exception):
-    """The engine could not be reached, or failed before the response was complete."""
-
-
-class ConnectFailed(UpstreamError):
-    """No connection could be opened (refused, unreachable, connect timeout): nothing was sent."""
-
-
-class ReadTimeout(UpstreamError):
-    """No byte from the engine for ``read_timeout`` seconds."""
-
-
-class Disconnected(UpstreamError):
-    """The engine closed or reset the connection before the response was complete."""
-
-
-class BadResponse(UpstreamError):
-    """The engine's bytes were not valid HTTP/1.1."""
-
-
-class _Unsolicited(Exception):
-    """Raised from the parser: a response began after the exchange's response was complete."""
 
 
 class Response:
     """A response from an engine: status, headers (lower-case names), body read fully or chunk by chunk."""
 
-    __slots__ = ("status", "headers", "_conn", "_chunks", "_size", "_done", "_error", "_waiter")
+    __slots__ = ("_chunks", "_conn", "_done", "_error", "_size", "_waiter", "headers", "status")
 
     def __init__(self, status: int, headers: dict[str, str], conn: _Connection | None) -> None:
         self.status = status
@@ -141,21 +134,19 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses the response of the exchange in progress."""
 
-    __slots__ = ("pool", "transport", "parser", "closed", "read_paused", "received", "stream", "waiter",
-                 "response", "idle_since", "last_io", "timer", "_headers", "_until_close", "_complete",
-                 "_reusable")
+    __slots__ = ("_complete", "_headers", "_reusable", "_until_close", "closed", "flow", "last_io", "parser", "pool",
+                 "received", "response", "stream", "timer", "transport", "waiter")
 
     def __init__(self, pool: EnginePool) -> None:
         self.pool = pool
-        self.transport: asyncio.Transport | None = None
+        self.transport = UNCONNECTED
+        self.flow = FlowControl(UNCONNECTED)
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
-        self.read_paused = False
         self.received = False  # any response byte for the current exchange
         self.stream = False
         self.waiter: asyncio.Future[Response] | None = None  # the caller, until head (stream) or body is in
         self.response: Response | None = None
-        self.idle_since = 0.0
         self.last_io = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self._headers: dict[str, str] = {}
@@ -166,7 +157,11 @@ class _Connection(asyncio.Protocol):
     # -- asyncio callbacks -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = self.flow.transport = stream_transport(transport)
+
+    @property
+    def read_paused(self) -> bool:
+        return self.flow.read_paused
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None and self.response is None:
@@ -182,7 +177,7 @@ class _Connection(asyncio.Protocol):
                     f"invalid HTTP response: {exc}")
                 self._fail(BadResponse(kind))
                 return
-            self._reusable = False  # a second response (_Unsolicited) or garbage after a complete one
+            self._reusable = False  # a second response (OutOfStep) or garbage after a complete one
         if self._complete and (self.waiter is not None or self.response is not None):
             # Released only now, after the whole segment: bytes that followed the response in it
             # have had their say on whether the connection may be reused.
@@ -193,6 +188,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.flow.close()
+        self.pool._forget(self)
         if self._until_close and self.response is not None and not self._complete:
             self._complete = True  # a close-delimited body ends here
             self._release(False)
@@ -210,7 +207,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self._complete:
-            raise _Unsolicited  # a second response to one request: stop parsing, drop the connection
+            raise OutOfStep("a second response")  # a second response to one request: stop parsing, drop the connection
         self._headers = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -257,7 +254,7 @@ class _Connection(asyncio.Protocol):
         self._until_close = False
         self.last_io = self.pool.loop.time()
         self.timer = self.pool.loop.call_at(self.last_io + self.pool.read_timeout, self._check_timeout)
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
 
     def _release(self, reusable: bool) -> None:
         """The response is complete: hand it to the caller and the connection back to the pool."""
@@ -268,12 +265,9 @@ class _Connection(asyncio.Protocol):
             self.timer = None
         if response is not None:
             response._finish()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response)  # type: ignore[arg-type]
-        if reusable and not self.closed:
-            self.pool._put_idle(self)
-        else:
-            self.close()
+        if waiter is not None and not waiter.done() and response is not None:
+            waiter.set_result(response)
+        self.pool._put_idle(self, reusable)
 
     def _fail(self, error: UpstreamError) -> None:
         response, waiter = self.response, self.waiter
@@ -301,19 +295,16 @@ class _Connection(asyncio.Protocol):
             self._fail(ReadTimeout(f"no response byte from {self.pool.authority} in {self.pool.read_timeout:g}s"))
 
     def pause(self) -> None:
-        if not self.read_paused and not self.closed:
-            self.read_paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        self.flow.pause_reading(Pause.READER)
 
     def resume(self) -> None:
-        if self.read_paused and not self.closed:
-            self.read_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+        self.flow.resume_reading(Pause.READER)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            if self.transport is not None:
+            self.flow.close()
+            if self.transport is not UNCONNECTED:
                 self.transport.close()
 
 
@@ -331,12 +322,27 @@ class EnginePool:
         self.base_path = parts.path.rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.max_idle = max_idle
-        self.keepalive_expiry = keepalive_expiry
-        self._idle: list[_Connection] = []
-        self._closed = False
+        # One pool object, one key (this engine): the same bookkeeping as the gateway's per-replica pools.
+        self._pool: ConnectionPool[str, _Connection] = ConnectionPool(
+            max_idle=max_idle, keepalive_expiry=keepalive_expiry, clock=self._now)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._host_line = b"Host: " + self.authority.encode("latin-1") + b"\r\n"
+
+    def _now(self) -> float:
+        return self.loop.time()
+
+    @property
+    def max_idle(self) -> int:
+        return self._pool.max_idle
+
+    @property
+    def keepalive_expiry(self) -> float | None:
+        return self._pool.keepalive_expiry
+
+    @property
+    def idle_connections(self) -> list[_Connection]:
+        """The idle keep-alive connections, coldest first (a copy)."""
+        return self._pool.idle(self.authority)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -392,43 +398,29 @@ class EnginePool:
             raise
 
     async def _connect(self) -> _Connection:
-        if self._closed:
+        if self._pool.closed:
             raise ConnectFailed("the pool is closed")
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(lambda: _Connection(self), self.host, self.port), self.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectFailed(f"connect to {self.authority} timed out after {self.connect_timeout:g}s") from None
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {self.authority}: {exc}") from exc
         return conn
 
     def _take_idle(self) -> _Connection | None:
-        idle = self._idle
-        if not idle:
-            return None
-        cutoff = self.loop.time() - self.keepalive_expiry
-        while idle:
-            conn = idle.pop()  # LIFO: the warmest connection
-            if not conn.closed and conn.idle_since >= cutoff:
-                return conn
-            conn.close()
-        return None
+        return self._pool.take(self.authority)
 
-    def _put_idle(self, conn: _Connection) -> None:
-        if self._closed or len(self._idle) >= self.max_idle:
-            conn.close()
-            return
-        if conn.read_paused:
+    def _put_idle(self, conn: _Connection, reusable: bool) -> None:
+        if self._pool.put(self.authority, conn, reusable) and conn.read_paused:
             conn.resume()
-        conn.idle_since = self.loop.time()
-        self._idle.append(conn)
+
+    def _forget(self, conn: _Connection) -> None:
+        self._pool.forget(self.authority, conn)
 
     async def close(self) -> None:
         """Close the idle connections; responses still streaming keep theirs until they end."""
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
         with contextlib.suppress(Exception):
             await asyncio.sleep(0)  # let the transports run their close callbacks

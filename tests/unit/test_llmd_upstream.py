@@ -163,7 +163,7 @@ async def test_stale_connection_reused_before_its_close_is_seen_is_redialled() -
     async with Engine() as engine:
         pool = EnginePool(engine.url)
         await pool.post_json("/echo", b"warm")
-        conn = pool._idle[-1]
+        conn = pool.idle_connections[-1]
         conn.pause()  # so our side does not see the engine's FIN yet
         engine.writers[-1].close()
         await engine.writers[-1].wait_closed()  # the FIN is sent
@@ -178,7 +178,7 @@ async def test_close_delimited_body() -> None:
     async with Engine() as engine:
         pool = EnginePool(engine.url)
         r = await pool.get("/until-close")
-        assert r.status == 200 and r.body == b"all of it" and not pool._idle
+        assert r.status == 200 and r.body == b"all of it" and not pool.idle_connections
         await pool.close()
 
 
@@ -230,7 +230,7 @@ async def test_bytes_after_a_complete_response_discard_the_connection(path: str)
     async with Engine() as engine:
         pool = EnginePool(engine.url)
         assert (await pool.get(path)).body == b"ok"  # the answer to what was sent
-        assert not pool._idle  # the connection did not go back to the pool
+        assert not pool.idle_connections  # the connection did not go back to the pool
         r = await pool.post_json("/echo", b"next")
         assert r.body == b"next" and engine.connections == 2
         await pool.close()
@@ -240,7 +240,7 @@ async def test_bytes_on_an_idle_pooled_connection_discard_it() -> None:
     async with Engine() as engine:
         pool = EnginePool(engine.url)
         assert (await pool.get("/then-talk")).body == b"ok"
-        (conn,) = pool._idle
+        (conn,) = pool.idle_connections
         engine.talk.set()
         await wait_until_async(lambda: conn.closed, timeout=10, what="the talking connection closed")
         r = await pool.post_json("/echo", b"next")
