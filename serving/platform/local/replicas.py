@@ -63,6 +63,7 @@ class ReplicaInfo:
     restarts: int
     failures_before_ready: int
     message: str
+    created: float = 0.0  # epoch seconds: the pod's creationTimestamp in `odh get pods`
 
 
 def free_port() -> int:
@@ -90,6 +91,7 @@ class Replica:
         # whose new replicas keep failing is abandoned and the old version keeps serving.
         self.failures_before_ready = 0
         self.message = ""
+        self.created = time.time()
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -113,7 +115,7 @@ class Replica:
 
     def info(self) -> ReplicaInfo:
         return ReplicaInfo(self.name, self.state.value, self.ready, self.port, self._proc.pid if self._proc else None,
-                           self.restarts, self.failures_before_ready, self.message)
+                           self.restarts, self.failures_before_ready, self.message, self.created)
 
     async def _run(self) -> None:
         backoff = BACKOFF_START
