@@ -40,6 +40,18 @@ from typing import Any, Protocol
 import httptools
 import orjson
 
+from serving.http import (
+    LAST_CHUNK,
+    UNCONNECTED,
+    FlowControl,
+    Pause,
+    RequestFraming,
+    RequestRefused,
+    chunk,
+    status_line,
+    stream_transport,
+)
+
 log = logging.getLogger(__name__)
 
 # Requests parsed ahead of the running one before the connection stops reading.
@@ -64,35 +76,10 @@ class RequestLimits:
     body_timeout: float = 60.0  # seconds a body may go without a byte arriving; then 408
 
 
-class _Refusal(Exception):
-    """Raised from a parser callback: the request is answered with ``status`` and the connection closed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-_REASONS = {100: b"Continue", 200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content",
-            301: b"Moved Permanently", 302: b"Found", 304: b"Not Modified", 307: b"Temporary Redirect",
-            400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
-            405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
-            422: b"Unprocessable Content", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
-            500: b"Internal Server Error",
-            501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
-_STATUS_LINES: dict[int, bytes] = {}
-
-
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    return line
-
-
 class _Date:
     """The Date header, formatted once a second rather than per response."""
 
-    __slots__ = ("second", "header")
+    __slots__ = ("header", "second")
 
     def __init__(self) -> None:
         self.second = -1
@@ -120,8 +107,21 @@ class Reply(Protocol):
 class HttpRequest:
     """One parsed request; header names are lower-case bytes, values as sent."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "http_version", "keep_alive", "expect_continue",
-                 "refusal", "_parts", "_size", "_url", "_head_size")
+    __slots__ = (
+        "_head_size",
+        "_parts",
+        "_size",
+        "_url",
+        "body",
+        "expect_continue",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "refusal",
+    )
 
     def __init__(self) -> None:
         self.method = ""
@@ -132,7 +132,7 @@ class HttpRequest:
         self.http_version = "1.1"
         self.keep_alive = True
         self.expect_continue = False
-        self.refusal: _Refusal | None = None  # set: not a request, the refusal to answer in its place
+        self.refusal: RequestRefused | None = None  # set: not a request, the refusal to answer in its place
         self._parts: list[bytes] = []
         self._size = 0
         self._url = b""
@@ -153,7 +153,7 @@ class Writer:
     """The response side of one request. Either ``send`` (a whole response, one write) or ``start``,
     then ``chunk`` per piece and ``end``; ``reply`` sends a Starlette-style response object."""
 
-    __slots__ = ("conn", "head_only", "keep_alive", "http10", "started", "finished", "chunked")
+    __slots__ = ("chunked", "conn", "finished", "head_only", "http10", "keep_alive", "started")
 
     def __init__(self, conn: _Connection, request: HttpRequest) -> None:
         self.conn = conn
@@ -165,7 +165,7 @@ class Writer:
         self.chunked = False
 
     def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]], framing: bytes) -> bytes:
-        parts = [_status_line(status)]
+        parts = [status_line(status)]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(_date.get())
@@ -202,15 +202,15 @@ class Writer:
     async def chunk(self, data: bytes) -> None:
         """One piece of a streamed body, written now; waits while the client reads slower than we write."""
         if data and not self.head_only:
-            self.conn.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
-        if self.conn.write_paused:
-            await self.conn.drained()
+            self.conn.write(chunk(data) if self.chunked else data)
+        if self.conn.flow.write_paused:
+            await self.conn.flow.drain()
 
     def end(self) -> None:
         if not self.finished:
             self.finished = True
             if self.chunked and not self.head_only:
-                self.conn.write(b"0\r\n\r\n")
+                self.conn.write(LAST_CHUNK)
 
     async def reply(self, response: Any) -> None:
         """Send a Starlette ``Response`` (one write) or ``StreamingResponse`` (chunk per item)."""
@@ -271,9 +271,11 @@ class HttpServer:
         for conn in list(self._conns):
             if conn.idle():
                 conn.close()
-        deadline = time.monotonic() + grace
-        while any(not c.closed for c in self._conns) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        busy = [asyncio.ensure_future(c.lost()) for c in self._conns if not c.closed]
+        if busy:  # each closes after its current response
+            await asyncio.wait(busy, timeout=grace)
+            for waiter in busy:
+                waiter.cancel()
         for conn in list(self._conns):
             conn.abort()
         with contextlib.suppress(Exception):
@@ -294,33 +296,33 @@ class HttpServer:
                     conn.close()
             elif not conn.in_body:
                 if max(conn.head_started, conn.last_active) < now - limits.head_timeout:
-                    conn.refuse(_Refusal(408, f"the request head was not complete within {limits.head_timeout:g} s"))
+                    conn.refuse(RequestRefused(408, f"the request head was not complete within {limits.head_timeout:g} s"))
             elif max(conn.last_read, conn.last_active) < now - limits.body_timeout:
-                conn.refuse(_Refusal(408, f"no byte of the request body arrived for {limits.body_timeout:g} s"))
+                conn.refuse(RequestRefused(408, f"no byte of the request body arrived for {limits.body_timeout:g} s"))
         self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
 
 
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests and runs them one at a time, in arrival order."""
 
-    __slots__ = ("server", "loop", "transport", "parser", "current", "queue", "task", "closed", "paused",
-                 "write_paused", "_drain", "_lost", "last_active", "last_read", "head_started", "head_bytes",
-                 "line_bytes", "in_body", "begun", "refused", "_linger", "last_request")
+    __slots__ = ("_linger", "_lost", "begun", "closed", "current", "flow", "head_bytes", "head_started", "in_body",
+                 "last_active", "last_read", "last_request", "line_bytes", "loop", "parser", "queue", "refused", "server",
+                 "task", "transport")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.loop = server._loop
-        self.transport: asyncio.Transport | None = None
+        loop = server._loop
+        assert loop is not None  # connections exist only while the server is started
+        self.loop = loop
+        self.transport = UNCONNECTED
+        self.flow = FlowControl(UNCONNECTED)  # reading pauses for a long pipeline and while a refusal waits
         self.parser = httptools.HttpRequestParser(self)
         self.current: HttpRequest | None = None  # being parsed
         self.queue: deque[HttpRequest] = deque()  # parsed, waiting for the running one
         self.task: asyncio.Task[None] | None = None  # the running request
         self.closed = False
-        self.paused = False
-        self.write_paused = False
-        self._drain: asyncio.Future[None] | None = None
         self._lost: asyncio.Future[None] | None = None  # made only when someone waits for the close
-        self.last_active = self.loop.time()  # type: ignore[union-attr]
+        self.last_active = self.loop.time()
         self.last_read = self.last_active  # when the client last sent a byte
         self.head_started = self.last_active  # when the head being parsed began
         self.head_bytes = 0  # bytes of an incomplete head seen so far (an upper bound)
@@ -341,13 +343,13 @@ class _Connection(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = self.flow.transport = stream_transport(transport)
         self.server._conns.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # waiting to answer a refusal, or lingering after it: the rest is dropped
-        self.last_read = self.loop.time()  # type: ignore[union-attr]
+        self.last_read = self.loop.time()
         current = self.current
         was_in_head = current is not None and not self.in_body
         # Where the body being read ends in this data, when its length says so: a head that begins in
@@ -362,9 +364,9 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             refusal = exc.__context__
-            if not isinstance(refusal, _Refusal):  # a bug here: answered and logged, not a dropped connection
+            if not isinstance(refusal, RequestRefused):  # a bug here: answered and logged, not a dropped connection
                 log.error("parsing a request failed", exc_info=refusal)
-                refusal = _Refusal(400, "malformed HTTP request")
+                refusal = RequestRefused(400, "malformed HTTP request")
             self.refuse(refusal)
             return
         except httptools.HttpParserUpgrade:
@@ -375,7 +377,7 @@ class _Connection(asyncio.Protocol):
             self.refused = True
             return
         except httptools.HttpParserError as exc:
-            self.refuse(_Refusal(400, f"malformed HTTP request: {exc}"))  # nothing when the client said close
+            self.refuse(RequestRefused(400, f"malformed HTTP request: {exc}"))  # nothing when the client said close
             return
         if self.current is not None and not self.in_body:
             self._count_head(data, was_in_head and not self.begun, body_left)
@@ -397,7 +399,7 @@ class _Connection(asyncio.Protocol):
         self.line_bytes = line
         self.head_bytes = min(by_data, self.current._head_size + line)  # type: ignore[union-attr]
         if self.head_bytes > self.server.limits.max_head:
-            self.refuse(_Refusal(431, f"the request head is larger than {self.server.limits.max_head} bytes"))
+            self.refuse(RequestRefused(431, f"the request head is larger than {self.server.limits.max_head} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         # EOF lands here too (eof_received is not overridden): a client that closes its side has left,
@@ -410,17 +412,15 @@ class _Connection(asyncio.Protocol):
             self._linger.cancel()
         if self.task is not None:
             self.task.cancel()
-        for future in (self._drain, self._lost):
-            if future is not None and not future.done():
-                future.set_result(None)
+        self.flow.close()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self.flow.resume_writing()
 
     # httptools callbacks
 
@@ -432,15 +432,17 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         request = self.current
-        request._url += url  # type: ignore[union-attr]
-        request._head_size += len(url)  # type: ignore[union-attr]
+        assert request is not None
+        request._url += url
+        request._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.in_body:
             return  # a trailer field: the request's headers were final when its body began
         request = self.current
-        request.headers.append((name.lower(), value))  # type: ignore[union-attr]
-        request._head_size += len(name) + len(value) + 4  # type: ignore[union-attr]
+        assert request is not None
+        request.headers.append((name.lower(), value))
+        request._head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         request = self.current
@@ -449,18 +451,20 @@ class _Connection(asyncio.Protocol):
         limits = self.server.limits
         self.head_bytes = 0
         if request._head_size > limits.max_head:
-            raise _Refusal(431, f"the request head is larger than {limits.max_head} bytes")
+            raise RequestRefused(431, f"the request head is larger than {limits.max_head} bytes")
         request.method = parser.get_method().decode("ascii")
         request.http_version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
-        _check_framing(request)
-        length = request.header(b"content-length")
-        if length is not None and int(length) > limits.max_body:
-            raise _Refusal(413, f"the request body is larger than {limits.max_body} bytes")
+        framing = RequestFraming()
+        for name, value in request.headers:
+            framing.field(name, value)
+        framing.check(request.http_version)
+        if framing.content_length > limits.max_body:
+            raise RequestRefused(413, f"the request body is larger than {limits.max_body} bytes")
         try:
             url = httptools.parse_url(request._url)
         except httptools.HttpParserInvalidURLError:
-            raise _Refusal(400, "the request target is not a path (an authority-form CONNECT, or invalid)") from None
+            raise RequestRefused(400, "the request target is not a path (an authority-form CONNECT, or invalid)") from None
         request.path = url.path.decode("utf-8", "replace") if url.path else "/"
         request.query = url.query or b""
         self.in_body = True
@@ -476,7 +480,7 @@ class _Connection(asyncio.Protocol):
         assert request is not None
         request._size += len(body)
         if request._size > self.server.limits.max_body:  # chunked: no length said so up front
-            raise _Refusal(413, f"the request body is larger than {self.server.limits.max_body} bytes")
+            raise RequestRefused(413, f"the request body is larger than {self.server.limits.max_body} bytes")
         request._parts.append(body)
 
     def on_message_complete(self) -> None:
@@ -498,11 +502,10 @@ class _Connection(asyncio.Protocol):
         self.queue.append(request)
         if self.task is None:
             self._next()
-        elif len(self.queue) >= PIPELINE_LIMIT and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        elif len(self.queue) >= PIPELINE_LIMIT:
+            self.flow.pause_reading(Pause.PIPELINE)
 
-    def refuse(self, refusal: _Refusal) -> None:
+    def refuse(self, refusal: RequestRefused) -> None:
         """Stop parsing; answer ``refusal`` after the requests already parsed, then close."""
         if self.refused or self.closed:
             return
@@ -512,40 +515,35 @@ class _Connection(asyncio.Protocol):
         request = HttpRequest()
         request.refusal = refusal
         request.keep_alive = False
-        if self.task is not None and not self.paused:
-            self.paused = True  # read nothing more until it is our turn to answer
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        if self.task is not None:
+            self.flow.pause_reading(Pause.REFUSED)  # read nothing more until it is our turn to answer
         self._enqueue(request)
 
     def _next(self) -> None:
         request = self.queue.popleft()
-        if self.paused and len(self.queue) < PIPELINE_LIMIT // 2 and not self.refused:
-            self.paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+        if len(self.queue) < PIPELINE_LIMIT // 2 and not self.refused:
+            self.flow.resume_reading(Pause.PIPELINE)
         if request.refusal is not None:
             self._answer_refusal(request.refusal)
             return
         if request.expect_continue:  # its body is in already: the client did not wait for the 100
             request.expect_continue = False
-        self.task = self.loop.create_task(self._run(request))  # type: ignore[union-attr]
+        self.task = self.loop.create_task(self._run(request))
 
-    def _answer_refusal(self, refusal: _Refusal) -> None:
+    def _answer_refusal(self, refusal: RequestRefused) -> None:
         """Write the refusal, shut our side down, and drop what still comes for ``LINGER_S`` seconds."""
         if self.closed:
             return
         body = error_body(refusal.status, refusal.message)
-        self.write(_status_line(refusal.status) + b"content-type: application/json\r\ncontent-length: %d\r\n"
+        self.write(status_line(refusal.status) + b"content-type: application/json\r\ncontent-length: %d\r\n"
                    b"connection: close\r\n\r\n%s" % (len(body), body))
         transport = self.transport
-        assert transport is not None
         if not transport.can_write_eof():
             self.close()
             return
         transport.write_eof()
-        if self.paused:
-            self.paused = False
-            transport.resume_reading()
-        self._linger = self.loop.call_later(LINGER_S, self.close)  # type: ignore[union-attr]
+        self.flow.resume_reading(Pause.PIPELINE | Pause.REFUSED)  # what still comes is read and dropped
+        self._linger = self.loop.call_later(LINGER_S, self.close)
 
     async def _run(self, request: HttpRequest) -> None:
         out = Writer(self, request)
@@ -560,7 +558,7 @@ class _Connection(asyncio.Protocol):
             if not self.closed:  # cancelled by a shutdown past its grace period
                 self.close()
             raise
-        except Exception:  # noqa: BLE001 - one failed request must not take the connection's others down
+        except Exception:  # one failed request must not take the connection's others down
             log.exception("request %s %s failed", request.method, request.path)
             if not out.started:
                 out.keep_alive = False
@@ -568,7 +566,7 @@ class _Connection(asyncio.Protocol):
             else:
                 out.keep_alive = False  # a broken stream: closing tells the client it is incomplete
         self.task = None
-        self.last_active = self.loop.time()  # type: ignore[union-attr]
+        self.last_active = self.loop.time()
         if self.closed:
             return
         if self.queue and self.queue[0].refusal is not None:
@@ -587,31 +585,30 @@ class _Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.transport.write(data)
 
     async def drained(self) -> None:
-        if self.write_paused and not self.closed:
-            self._drain = self.loop.create_future()  # type: ignore[union-attr]
-            await self._drain
+        await self.flow.drain()
 
     async def lost(self) -> None:
         """Returns once the connection is gone."""
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is UNCONNECTED or self.transport.is_closing():
             return
         if self._lost is None:
-            self._lost = self.loop.create_future()  # type: ignore[union-attr]
+            self._lost = self.loop.create_future()
         await asyncio.shield(self._lost)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.transport.close()  # type: ignore[union-attr]  # flushes what is buffered first
+            self.flow.close()
+            self.transport.close()  # flushes what is buffered first
 
     def abort(self) -> None:
         """Shutdown past the grace period: cancel what runs and drop the connection."""
         if self.task is not None:
             self.task.cancel()
-        if self.transport is not None:
+        if self.transport is not UNCONNECTED:
             self.transport.abort()
 
 
@@ -620,23 +617,6 @@ def error_body(status: int, message: str) -> bytes:
     "type", "param", "code"}}``."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}})
-
-
-def _check_framing(request: HttpRequest) -> None:
-    """Refuse what two parsers could frame differently (RFC 9112 sections 3.2 and 6): httptools already
-    refuses Content-Length with Transfer-Encoding, two Content-Lengths, obsolete line folding and bare line
-    ends; this adds a coding list (we decode only ``chunked``), Transfer-Encoding in HTTP/1.0 and two Hosts."""
-    hosts = 0
-    for name, value in request.headers:
-        if name == b"transfer-encoding":
-            if value.strip().lower() != b"chunked":
-                raise _Refusal(400, "Transfer-Encoding: only 'chunked' is accepted")
-            if request.http_version == "1.0":
-                raise _Refusal(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
-        elif name == b"host":
-            hosts += 1
-            if hosts > 1:
-                raise _Refusal(400, "more than one Host header")
 
 
 class AsgiBridge:
