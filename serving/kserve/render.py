@@ -16,12 +16,14 @@ def render(
     runtimes: Iterable[ServingRuntime | ClusterServingRuntime] | None = None,
     *,
     config: ReconcileConfig | None = None,
+    previous_status: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Admit, resolve the runtime and reconcile: the desired child objects of ``manifest``.
 
     ``runtimes`` mixes namespaced and cluster runtimes (namespaced ones outside the InferenceService's
-    namespace are ignored); it defaults to the built-in runtimes. Raises ``AdmissionError``,
-    ``RuntimeResolutionError`` or ``ReconcileError``.
+    namespace are ignored); it defaults to the built-in runtimes. A Serverless InferenceService renders
+    its Knative Service; ``previous_status`` (its live status, if any) lets a canary split against the
+    rolled-out revision. Raises ``AdmissionError``, ``RuntimeResolutionError`` or ``ReconcileError``.
     """
     config = config or ReconcileConfig()
     isvc = admit_inference_service(manifest, config=AdmissionConfig(default_deployment_mode=config.default_deployment_mode))
@@ -29,4 +31,4 @@ def render(
     if isvc.spec.predictor.model is not None:
         namespaced, cluster = split_runtimes(builtin_runtimes() if runtimes is None else runtimes, isvc.namespace)
         runtime = resolve_runtime(isvc, namespaced, cluster)
-    return reconcile(isvc, runtime, config)
+    return reconcile(isvc, runtime, config, previous_status)
