@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -20,6 +20,11 @@ from rich.table import Table
 
 from serving.config import DEFAULT_GATEWAY_PORT, state_dir
 from serving.errors import AdmissionError, ServingError
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from serving.platform.local import LocalPlatform
 
 app = typer.Typer(help="odh-serving: KServe-compatible model serving, orchestrated by Prefect.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -41,7 +46,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _print_rejection(verb: str, doc: dict[str, Any], exc: AdmissionError) -> None:
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    metadata = doc.get("metadata")
+    meta: dict[str, Any] = metadata if isinstance(metadata, dict) else {}
     err.print(f"[red]{verb}[/] {escape(str(doc.get('kind', '?')))} {escape(str(meta.get('name', '?')))}:", soft_wrap=True)
     for error in exc.errors:
         err.print(f"  - {escape(error.field)}: {escape(error.reason)}", soft_wrap=True)
@@ -243,18 +249,69 @@ def delete(
 
 def _target(doc: dict[str, Any], number: int) -> tuple[str, str, str]:
     """``(kind, namespace, name)`` of a document to delete."""
-    meta = doc.get("metadata")
-    kind, name = doc.get("kind"), meta.get("name") if isinstance(meta, dict) else None
+    metadata = doc.get("metadata")
+    meta: dict[str, Any] = metadata if isinstance(metadata, dict) else {}
+    kind, name, namespace = doc.get("kind"), meta.get("name"), meta.get("namespace")
     if not isinstance(kind, str) or not kind or not isinstance(name, str) or not name:
         raise _fail(f"document {number} needs kind and metadata.name to say what to delete")
-    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) and meta.get("namespace") else "default"
-    return kind, namespace, name
+    return kind, namespace if isinstance(namespace, str) and namespace else "default", name
+
+
+OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="json, yaml, wide or name (default: a table)")]
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help="what to list, by any kubectl name: isvc, llmisvc, ksvc, revisions, "
+                                             "deployments, pods, svc, hpa, so, servingruntimes, inferencepools...")],
+    name: Annotated[str | None, typer.Argument(help="one object (default: all)")] = None,
+    namespace: NamespaceOpt = "default",
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="every namespace")] = False,
+    output: OutputOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """List what the platform stores, as `kubectl get` does: `odh get KIND [NAME] [-n NS | -A] [-o json|yaml|wide|name]`."""
+    from datetime import UTC, datetime
+
+    from serving.errors import NotFoundError
+    from serving.platform.local.listing import UnknownKindError, no_resources_message, resolve_kind, table
+
+    if output not in (None, "json", "yaml", "wide", "name"):
+        raise _fail(f'unable to match a printer suitable for the output format "{output}", '
+                    "allowed formats are: json,name,wide,yaml")
+    try:
+        info = resolve_kind(kind)
+    except UnknownKindError as exc:
+        raise _fail(str(exc)) from exc
+    if name is not None and all_namespaces:
+        raise _fail("a resource cannot be retrieved by name across all namespaces")
+    listed_namespace = None if all_namespaces or not info.namespaced else namespace
+    try:
+        found = _platform(state_dir(state)).kubectl_get(info.resource, listed_namespace, name)
+    except NotFoundError as exc:
+        print(f"Error from server (NotFound): {exc}", file=sys.stderr)
+        raise typer.Exit(1) from exc
+    except ServingError as exc:
+        raise _fail(str(exc)) from exc
+    items = [found] if name is not None else found["items"]
+    if output == "json":
+        print(json.dumps(found, indent=4, sort_keys=True))
+    elif output == "yaml":
+        print(yaml.safe_dump(found, sort_keys=True), end="")
+    elif output == "name":
+        for item in items:
+            print(info.object_name(item["metadata"]["name"]))
+    elif not items:
+        print(no_resources_message(info, listed_namespace), file=sys.stderr)
+    else:
+        print(table(info, items, datetime.now(UTC), wide=output == "wide", all_namespaces=all_namespaces).render(), end="")
 
 
 @app.command()
 def predict(
     name: str,
-    input_file: Annotated[Path, typer.Option("--input", "-i", exists=True, help="a V1 ({'instances': ...}) or V2 ({'inputs': ...}) JSON body")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", exists=True,
+                                             help="a V1 ({'instances': ...}) or V2 ({'inputs': ...}) JSON body")],
     namespace: NamespaceOpt = "default",
     model: Annotated[str | None, typer.Option(help="model name in the URL (default: the InferenceService name)")] = None,
     state: StateOpt = None,
@@ -326,7 +383,6 @@ def render(file: FileOpt) -> None:
     """Print the Kubernetes objects KServe would create for the manifest (Standard mode), as YAML."""
     from serving.kserve import builtin_runtimes
     from serving.kserve import render as render_objects
-
     from serving.kserve.llmisvc import admit_llm_inference_service
     from serving.kserve.reconcile.llmd import reconcile_llm
 
@@ -421,7 +477,7 @@ def _documents(file: Path) -> list[dict[str, Any]]:
         raise _fail(str(exc)) from exc
 
 
-def _platform(root: Path):  # noqa: ANN202
+def _platform(root: Path) -> LocalPlatform:
     from serving.platform.local import LocalPlatform
 
     return LocalPlatform(root)
@@ -435,7 +491,7 @@ def _require_daemon(root: Path) -> None:
 class _PhaseLog(logging.Handler):
     """Shows each phase's log line above the spinner while a flow runs."""
 
-    def __init__(self, status) -> None:  # noqa: ANN001 - rich Status
+    def __init__(self, status: Status) -> None:
         super().__init__(logging.INFO)
         self.status = status
 
@@ -447,7 +503,7 @@ class _PhaseLog(logging.Handler):
             self.status.update(f"{phase} done...")
 
 
-def _show_flow_progress(status) -> None:  # noqa: ANN001
+def _show_flow_progress(status: Status) -> None:
     """Replace Prefect's console log lines with one tidy line per finished phase."""
     import flows  # noqa: F401 - importing the flows sets up Prefect's logging, adjusted below
 

@@ -1,15 +1,16 @@
 """The daemon's control API, served on a Unix socket in the state directory.
 
-Kubernetes-flavoured and small: apply (POST), get, list, delete objects; plus the daemon's info and
-its replicas. Errors are JSON with the fields that were rejected, so the client can re-raise them:
-422 for an object admission refused (naming each field), 400 for a body that is not one JSON object,
-413 for one that is too large.
+Kubernetes-flavoured and small: apply (POST), get, list, delete objects; plus the daemon's info, its
+replicas, and ``GET /get`` for ``odh get`` (any kind by its kubectl names, replicas as Pods). Errors are
+JSON with the fields that were rejected, so the client can re-raise them: 422 for an object admission
+refused (naming each field), 400 for a body that is not one JSON object, 413 for one that is too large.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Path, Request
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from serving.errors import AdmissionError, FieldError, NotFoundError
 from serving.kserve.objects import USER_KINDS
 from serving.manifests import MAX_DEPTH, nesting_depth
+from serving.platform.local.listing import KindInfo, UnknownKindError, api_object, build_list, pod_object, resolve_kind, select
 
 if TYPE_CHECKING:
     from serving.platform.local.daemon import Daemon
@@ -153,6 +155,22 @@ def build_api(daemon: Daemon) -> FastAPI:
     async def pods() -> list[dict[str, Any]]:
         return daemon.pods()
 
+    @app.get("/get", responses={400: _BAD_REQUEST, 404: _NOT_FOUND})
+    async def kubectl_get(kind: str, namespace: str | None = None, name: str | None = None) -> Any:
+        """``kubectl get``: the objects of ``kind`` (any of its kubectl names: ``isvc``, ``deployments``,
+        ``services.serving.knative.dev``...) in ``namespace`` (every one when omitted) as a ``List``, or the
+        one called ``name`` (404 with the apiserver's message when there is none). Pods are the replicas."""
+        try:
+            info = resolve_kind(kind)
+        except UnknownKindError as exc:
+            return JSONResponse({"error": str(exc), "errors": [{"field": "kind", "reason": str(exc)}]}, status_code=400)
+        found = select(_objects_of(daemon, info), namespace if info.namespaced else None, name)
+        if name is None:
+            return build_list(found)
+        if not found:
+            raise NotFoundError(info.not_found(name))
+        return found[0]
+
     @app.post(
         "/apis/{kind}",
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": KUBE_OBJECT_SCHEMA}}}},
@@ -184,6 +202,19 @@ def build_api(daemon: Daemon) -> FastAPI:
         return {"deleted": True}
 
     return app
+
+
+def _objects_of(daemon: Daemon, info: KindInfo) -> list[dict[str, Any]]:
+    """Every object of ``info``'s kind as the API serves it; Pods made from the replicas the daemon runs."""
+    if not info.from_pods:
+        return [api_object(info, obj) for obj in daemon.store.list(info.store_kind)]
+    node = socket.gethostname()
+    pods = []
+    for replica in daemon.pods():
+        deployment = daemon.store.find("Deployment", replica["namespace"], replica["deployment"]) or {}
+        labels = ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+        pods.append(pod_object(replica, labels=labels, node_name=node))
+    return pods
 
 
 def _ns(namespace: str) -> str:

@@ -51,13 +51,19 @@ class LocalPlatform:
         refused = kind_error(kind)
         if refused is not None:  # the daemon refuses it too; a kind that is no URL segment never gets there
             raise AdmissionError([refused], kind=kind if isinstance(kind, str) else "")
-        return self._request("POST", f"/apis/{_seg(kind)}", json=obj)
+        return self._request("POST", f"/apis/{_seg(str(kind))}", json=obj)
 
     def get(self, kind: str, namespace: str, name: str) -> KubeObject:
         return self._request("GET", _object_path(kind, namespace, name))
 
     def list(self, kind: str, namespace: str | None = None) -> list[KubeObject]:
         return self._request("GET", f"/apis/{_seg(kind)}", params={"namespace": namespace} if namespace else None)
+
+    def kubectl_get(self, kind: str, namespace: str | None = None, name: str | None = None) -> KubeObject:
+        """``kubectl get``: a ``List`` of ``kind`` (any kubectl name) in ``namespace`` (all when None), or the
+        object called ``name`` (NotFoundError with the apiserver's message when there is none)."""
+        params = {key: value for key, value in (("kind", kind), ("namespace", namespace), ("name", name)) if value is not None}
+        return self._request("GET", "/get", params=params)
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete an object of any kind (also one users can no longer apply); False when there was none."""
