@@ -71,7 +71,7 @@ def test_no_owner_reference_before_the_object_has_a_uid():
     [
         {"sklearn": {"storageUri": "s3://models/iris"}, "minReplicas": 2, "maxReplicas": 5, "scaleTarget": 60},
         {"model": {"modelFormat": {"name": "mlflow", "version": "2"}, "protocolVersion": "v2", "storageUri": "models:/iris@prod"},
-         "scaleMetric": "memory", "scaleTarget": 512, "serviceAccountName": "sa", "nodeSelector": {"pool": "cpu"}},
+         "scaleMetric": "memory", "scaleTarget": 70, "serviceAccountName": "sa", "nodeSelector": {"pool": "cpu"}},
         {"sklearn": {"storageUri": "pvc://claim/models/iris"}},
         {"containers": [{"name": "kserve-container", "image": "me/custom:1", "env": [{"name": "STORAGE_URI", "value": "gs://b/m"}]}]},
     ],
@@ -164,7 +164,8 @@ def test_pvc_models_are_mounted_directly():
         ({"minReplicas": 0}, (1, 1), {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}),
         ({"minReplicas": 3}, (3, 3), {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}),
         ({"minReplicas": 2, "maxReplicas": 6, "scaleTarget": 50}, (2, 6), {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}),
-        ({"scaleMetric": "memory", "scaleTarget": 256}, (1, 1), {"name": "memory", "target": {"type": "AverageValue", "averageValue": "256Mi"}}),
+        # KServe's getHPAMetrics: a memory scaleTarget is a utilization percentage, like cpu's.
+        ({"scaleMetric": "memory", "scaleTarget": 60}, (1, 1), {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 60}}),
     ],
 )
 def test_hpa_bounds_and_metric(extension, bounds, metric):
@@ -205,9 +206,9 @@ def test_runtime_version_replaces_the_image_tag():
     assert _main(deployment)["image"] == "odh-serving/modelserver:0.2.0"
 
 
-def test_knative_is_not_supported_yet():
-    isvc = admit_inference_service(_manifest(annotations={"serving.kserve.io/deploymentMode": "Serverless"}))
-    runtime = resolve_runtime(isvc, [], builtin_runtimes())
+def test_model_mesh_is_not_supported():
+    isvc = admit_inference_service(_manifest(annotations={"serving.kserve.io/deploymentMode": "ModelMesh"}))
+    runtime = None  # ModelMesh keeps the framework shortcut: there is no model to resolve
     with pytest.raises(ReconcileError) as caught:
         reconcile(isvc, runtime, ReconcileConfig())
     assert caught.value.reason == "DeploymentModeNotSupported"

@@ -1,4 +1,4 @@
-"""Standard (raw Kubernetes) deployment mode: a Deployment, a Service and an HPA per predictor.
+"""Standard (raw Kubernetes) deployment mode: a Deployment, a Service and an autoscaler per predictor.
 
 Mirrors KServe's raw-mode reconciler plus its storage-initializer pod webhook (which we apply directly to
 the pod template, since there is no webhook here):
@@ -8,7 +8,12 @@ the pod template, since there is no webhook here):
   template placeholders (``{{.Name}}`` ...) rendered with the InferenceService's metadata;
 - a model at a storage URI is fetched by the ``storage-initializer`` init container into the emptyDir
   ``kserve-provision-location`` mounted read-only at ``/mnt/models``; ``pvc://`` mounts the claim directly;
-- the Service maps port 80 to the container port; the HPA scales between minReplicas and maxReplicas.
+- the Service maps port 80 to the container port;
+- ``serving.kserve.io/autoscalerClass`` (reconcilers/autoscaler ``createAutoscaler``): ``hpa`` (default)
+  renders an HPA (``hpa.py``), ``keda`` a ScaledObject (``keda.py``), ``none`` and ``external`` no
+  autoscaler; only ``none`` writes ``spec.replicas`` (= minReplicas, when set), as KServe's
+  ``createRawDefaultDeployment`` does;
+- each ``spec.canary[]`` entry is one more Deployment/Service/autoscaler (``canary.py``).
 """
 
 from __future__ import annotations
@@ -16,11 +21,23 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from serving.kserve import naming, template
 from serving.kserve.reconcile import ReconcileError
+from serving.kserve.reconcile.canary import (
+    TRAFFIC_WEIGHT_ANNOTATION,
+    canaries,
+    canary_predictor,
+    predictor_object_name,
+    stable_min_replicas,
+    traffic_weights,
+    validate_canaries,
+)
 from serving.kserve.reconcile.config import ReconcileConfig
+from serving.kserve.reconcile.hpa import render_hpa
+from serving.kserve.reconcile.keda import render_scaled_object
 from serving.kserve.runtimes import ResolvedRuntime
 from serving.kserve.types import FRAMEWORK_SHORTCUTS, ISVC_API_VERSION, InferenceService
 
@@ -35,6 +52,8 @@ SERVICE_PORT = 80
 TEMPLATE_HASH_ANNOTATION = "serving.kserve.io/template-hash"
 STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
 AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"
+# KServe's AutoscalerAllowedClassList (kpa is Knative's and not allowed in Standard mode).
+AUTOSCALER_CLASSES = ("hpa", "external", "keda", "none")
 # Annotations never copied to children: they describe the parent object, not the workload.
 _NOT_PROPAGATED = ("kubectl.kubernetes.io/last-applied-configuration",)
 
@@ -62,6 +81,7 @@ _NON_POD_KEYS = frozenset(
         "workerSpec",
         "storageUris",
         "storageContainerName",
+        "name",
     )
 )
 # ServingRuntimeSpec keys that are not PodSpec fields.
@@ -74,56 +94,146 @@ _MERGE_KEYS = {"env": "name", "volumeMounts": "mountPath", "ports": "containerPo
                "imagePullSecrets": "name", "containers": "name", "initContainers": "name"}
 
 
-def reconcile_standard(isvc: InferenceService, runtime: ResolvedRuntime | None, config: ReconcileConfig) -> list[dict[str, Any]]:
-    """Desired ``apps/v1 Deployment``, ``v1 Service`` and (unless the autoscaler class is none/external)
-    ``autoscaling/v2 HorizontalPodAutoscaler`` for the predictor."""
-    isvc_dict = isvc.to_dict()
-    predictor: dict[str, Any] = isvc_dict["spec"]["predictor"]
-    name = naming.predictor_name(isvc.name)
-    labels = {**(isvc.metadata.labels or {}), **naming.predictor_labels(isvc.name)}
-    annotations = _propagated(isvc.annotations)
+def reconcile_standard(
+    isvc: InferenceService,
+    runtime: ResolvedRuntime | None,
+    config: ReconcileConfig,
+    canary_runtimes: Mapping[str, ResolvedRuntime] | None = None,
+) -> list[dict[str, Any]]:
+    """Desired ``apps/v1 Deployment``, ``v1 Service`` and autoscaler (per the autoscaler class) for the
+    predictor, then the same for each ``spec.canary[]`` entry (see ``canary.py``).
 
-    pod_spec, pod_meta, main = _pod(isvc, isvc_dict, runtime, config)
+    ``canary_runtimes`` maps a canary's ``predictor.name`` to its runtime; a canary serving the stable
+    predictor's model format (and runtime/protocol) reuses ``runtime``.
+    """
+    isvc_dict = isvc.to_dict()
+    validate_canaries(isvc_dict)
+    autoscaler = autoscaler_class(isvc.annotations)
+    stable = dict(isvc_dict["spec"]["predictor"])
+    entries = canaries(isvc_dict)
+    if entries and stable.get("minReplicas") is not None:
+        stable["minReplicas"] = stable_min_replicas(isvc_dict)
+    weights = traffic_weights(isvc_dict)
+    objects = _variant(isvc, isvc_dict, stable, runtime, config, autoscaler, weights, stable)
+    for index, entry in enumerate(entries):
+        predictor = canary_predictor(isvc_dict["spec"]["predictor"], entry)
+        variant_runtime = _canary_runtime(index, entry, predictor, isvc_dict["spec"]["predictor"], runtime, canary_runtimes)
+        fixed = {"minReplicas": predictor["minReplicas"]}  # KServe's canary ComponentExtensionSpec
+        objects += _variant(isvc, isvc_dict, predictor, variant_runtime, config, autoscaler, weights, fixed, canary=True)
+    return objects
+
+
+def autoscaler_class(annotations: Mapping[str, str]) -> str:
+    """The ``serving.kserve.io/autoscalerClass`` annotation (default hpa), checked against KServe's
+    AutoscalerAllowedClassList."""
+    value = annotations.get(AUTOSCALER_CLASS_ANNOTATION, "hpa")
+    if value not in AUTOSCALER_CLASSES:
+        raise ReconcileError(
+            "AutoscalerNotSupported",
+            f"metadata.annotations[{AUTOSCALER_CLASS_ANNOTATION}] is {value!r}; use one of {', '.join(AUTOSCALER_CLASSES)}",
+        )
+    return value
+
+
+def canary_inference_service(isvc: InferenceService, canary_name: str) -> InferenceService:
+    """The InferenceService a canary is rendered as (the stable one with the canary's predictor merged
+    over it): resolve its runtime with ``resolve_runtime`` and pass it in ``canary_runtimes``."""
+    isvc_dict = isvc.to_dict()
+    for entry in canaries(isvc_dict):
+        if entry["predictor"].get("name") == canary_name:
+            predictor = canary_predictor(isvc_dict["spec"]["predictor"], entry)
+            return InferenceService.model_validate({**isvc_dict, "spec": {**isvc_dict["spec"], "predictor": predictor}})
+    raise ReconcileError("InvalidCanarySpec", f"spec.canary has no predictor named {canary_name!r}")
+
+
+def _canary_runtime(
+    index: int,
+    entry: dict[str, Any],
+    predictor: dict[str, Any],
+    stable: dict[str, Any],
+    runtime: ResolvedRuntime | None,
+    canary_runtimes: Mapping[str, ResolvedRuntime] | None,
+) -> ResolvedRuntime | None:
+    name = entry["predictor"]["name"]
+    if canary_runtimes and name in canary_runtimes:
+        return canary_runtimes[name]
+    model, stable_model = predictor.get("model") or {}, stable.get("model") or {}
+    same = all(model.get(k) == stable_model.get(k) for k in ("modelFormat", "runtime", "protocolVersion"))
+    if same or not model:
+        return runtime
+    raise ReconcileError(
+        "NoSupportingRuntime",
+        f"spec.canary[{index}] ({name}) serves {model.get('modelFormat')} unlike the stable predictor: resolve its "
+        "runtime (canary_inference_service + resolve_runtime) and pass it in canary_runtimes",
+    )
+
+
+def _variant(
+    isvc: InferenceService,
+    isvc_dict: dict[str, Any],
+    predictor: dict[str, Any],
+    runtime: ResolvedRuntime | None,
+    config: ReconcileConfig,
+    autoscaler: str,
+    weights: Mapping[str, int],
+    scaling: dict[str, Any],
+    canary: bool = False,
+) -> list[dict[str, Any]]:
+    """One predictor variant's Deployment, Service and autoscaler. ``scaling`` holds the
+    ComponentExtensionSpec fields the autoscaler reads (a canary's is only its fixed minReplicas)."""
+    name = predictor_object_name(isvc.name, predictor.get("name"))
+    selector = {naming.APP_LABEL: f"isvc.{name}"}
+    labels = {**(isvc.metadata.labels or {}), naming.ISVC_LABEL: isvc.name, naming.COMPONENT_LABEL: naming.PREDICTOR, **selector}
+    annotations = _propagated(isvc.annotations)
+    variant_dict = {**isvc_dict, "spec": {**isvc_dict["spec"], "predictor": predictor}}
+
+    pod_spec, pod_meta, main = _pod(isvc, variant_dict, runtime, config)
     pod_labels = {**pod_meta["labels"], **(predictor.get("labels") or {}), **labels}
     pod_annotations = {**pod_meta["annotations"], **annotations, **(predictor.get("annotations") or {})}
     pod_template = {"metadata": {"labels": pod_labels, "annotations": pod_annotations}, "spec": pod_spec}
     if not pod_annotations:
         del pod_template["metadata"]["annotations"]
 
-    autoscaler = isvc.annotations.get(AUTOSCALER_CLASS_ANNOTATION, "hpa")
-    if autoscaler not in ("hpa", "none", "external"):
-        raise ReconcileError("AutoscalerNotSupported", f"autoscaler class {autoscaler!r} is not supported; use hpa, none or external")
-    min_replicas, max_replicas = _replica_bounds(predictor)
-
     deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(isvc, name, labels, {**annotations, TEMPLATE_HASH_ANNOTATION: template_hash(pod_template)}),
         "spec": {
-            "selector": {"matchLabels": naming.predictor_selector(isvc.name)},
+            "selector": {"matchLabels": dict(selector)},
             "template": pod_template,
         },
     }
-    # With an HPA the replica count is the HPA's to set; writing it here would fight it on every apply.
-    if autoscaler != "hpa":
-        deployment["spec"]["replicas"] = min_replicas
+    # KServe's createRawDefaultDeployment writes replicas only for the none class; otherwise the count
+    # belongs to the autoscaler (hpa, keda) or to whoever runs it (external), and writing it here would
+    # fight them on every apply. A KEDA canary is the exception, see _autoscaler.
+    fixed_keda_canary = canary and autoscaler == "keda"
+    if (autoscaler == "none" or fixed_keda_canary) and scaling.get("minReplicas") is not None:
+        deployment["spec"]["replicas"] = int(scaling["minReplicas"])
     if predictor.get("deploymentStrategy"):
         deployment["spec"]["strategy"] = copy.deepcopy(predictor["deploymentStrategy"])
 
     port = main["ports"][0]
+    service_annotations = dict(annotations)
+    if name in weights:
+        service_annotations[TRAFFIC_WEIGHT_ANNOTATION] = str(weights[name])
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(isvc, name, labels, annotations),
+        "metadata": _metadata(isvc, name, labels, service_annotations),
         "spec": {
             "type": "ClusterIP",
-            "selector": naming.predictor_selector(isvc.name),
+            "selector": dict(selector),
             "ports": [{"name": "http", "protocol": port.get("protocol", "TCP"), "port": SERVICE_PORT, "targetPort": port["containerPort"]}],
         },
     }
     objects = [deployment, service]
+    path = f"spec.canary[{predictor.get('name')}].predictor" if canary else "spec.predictor"
     if autoscaler == "hpa":
-        objects.append(_hpa(isvc, name, labels, annotations, predictor, min_replicas, max_replicas, config))
+        objects.append(render_hpa(_metadata(isvc, name, labels, annotations), scaling, config.default_cpu_utilization, path))
+    elif autoscaler == "keda" and not canary:
+        # A canary's ScaledObject would have no triggers (KServe gives it none), which KEDA refuses:
+        # the canary runs its fixed replicas on the Deployment instead.
+        objects.append(render_scaled_object(_metadata(isvc, name, labels, annotations), scaling, config, path))
     return objects
 
 
@@ -306,44 +416,3 @@ def _metadata(isvc: InferenceService, name: str, labels: dict[str, str], annotat
             }
         ]
     return metadata
-
-
-def _replica_bounds(predictor: dict[str, Any]) -> tuple[int, int]:
-    """KServe's HPA bounds: minReplicas defaults to 1 (an HPA cannot go below 1), and maxReplicas below
-    minReplicas (or unset) becomes minReplicas."""
-    minimum = predictor.get("minReplicas")
-    minimum = 1 if minimum is None or minimum < 1 else minimum
-    maximum = predictor.get("maxReplicas") or 0
-    return minimum, max(maximum, minimum)
-
-
-def _hpa(
-    isvc: InferenceService,
-    name: str,
-    labels: dict[str, str],
-    annotations: dict[str, str],
-    predictor: dict[str, Any],
-    min_replicas: int,
-    max_replicas: int,
-    config: ReconcileConfig,
-) -> dict[str, Any]:
-    metric = predictor.get("scaleMetric") or "cpu"
-    target = predictor.get("scaleTarget")
-    if metric == "memory" and target:
-        # KServe reads a memory scaleTarget as MiB per pod.
-        goal: dict[str, Any] = {"type": "AverageValue", "averageValue": f"{target}Mi"}
-    elif metric in ("cpu", "memory"):
-        goal = {"type": "Utilization", "averageUtilization": target or config.default_cpu_utilization}
-    else:
-        raise ReconcileError("InvalidScaleMetric", f"scaleMetric {metric!r} needs Knative; the HPA scales on cpu or memory")
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(isvc, name, labels, annotations),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": min_replicas,
-            "maxReplicas": max_replicas,
-            "metrics": [{"type": "Resource", "resource": {"name": metric, "target": goal}}],
-        },
-    }
