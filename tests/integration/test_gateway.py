@@ -397,7 +397,7 @@ def test_idle_connection_closed_by_replica_is_not_reused(gw: GatewayUnderTest) -
             for _ in range(4):
                 assert client.get(f"{gw.url}/v2/models/m").status_code == 200
                 # The replica closes the pooled connection after 0.2 s idle; the gateway drops it.
-                wait_until(lambda: not gw.on_loop(lambda: gw.gateway._idle.get(ep)), what="pool emptied")
+                wait_until(lambda: not gw.on_loop(lambda: gw.gateway.pool.idle_count(ep)), what="pool emptied")
 
 
 # -- HTTP semantics --------------------------------------------------------------------------------

@@ -60,46 +60,52 @@ import httptools
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from serving.http import (
+    CONSUMED,
+    HOP_BY_HOP,
+    LAST_CHUNK,
+    UNCONNECTED,
+    ConnectionPool,
+    ExchangeState,
+    FlowControl,
+    FramingError,
+    OutOfStep,
+    Pause,
+    ReplayBuffer,
+    RequestFraming,
+    RequestRefused,
+    check_lookalike,
+    check_transition,
+    chunk,
+    connection_tokens,
+    drop_named,
+    last_coding_is_chunked,
+    named_fields,
+    status_line,
+    stream_transport,
+)
 from serving.platform.local.limits import MAX_REQUEST_BODY_ENV, MAX_REQUEST_HEAD_ENV, PlatformLimits
 from serving.platform.local.routes import Endpoint, RouteTable, RouteTarget
 
 log = logging.getLogger(__name__)
 
-# RFC 9110 7.6.1: connection-specific fields a proxy must not forward (plus any the Connection field
-# names). Trailer goes too: trailers are not forwarded, because bodies are re-framed.
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)
-# Fields that frame a request or pick its server: always written by the gateway itself.
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # Request bytes kept for a stale-connection redial; a larger body cannot be replayed.
 REPLAY_LIMIT = 1 << 20
 # Client body bytes buffered while an upstream connection is being opened, before reading pauses.
 PENDING_LIMIT = 1 << 18
-# Idle keep-alive connections kept per endpoint.
+# Idle keep-alive connections kept per endpoint, and for how long one may sit idle before it is dropped
+# rather than reused (the same bookkeeping as the router's engine pools: serving.http.ConnectionPool).
 POOL_SIZE = 64
+POOL_KEEPALIVE_EXPIRY = 30.0
 # A client connection with no request in flight for this long is closed (nginx's keepalive_timeout).
 CLIENT_IDLE_TIMEOUT = 75.0
 # Bounds on how often the one sweep timer checks every client connection for the timeouts above.
 _SWEEP_MIN, _SWEEP_MAX = 0.05, 5.0
 
-# Reasons a client connection stops reading; it reads again when none is left.
-_PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
-_PAUSE_UPSTREAM = 2  # the upstream does not take the request body as fast as it comes
-_PAUSE_PENDING = 4  # body buffered while no upstream connection is open yet
-_PAUSE_REFUSED = 8  # a request was refused: nothing after it is read
-
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
-            413: b"Content Too Large", 431: b"Request Header Fields Too Large",
-            502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
-
-
-class _Refused(Exception):
-    """Raised from a client parser callback once a request is refused: stops parsing that connection."""
-
-
-class _Desync(Exception):
-    """Raised from an upstream parser callback: bytes that answer no request in flight."""
+# Exchange states, read on the hot path as module constants.
+_QUEUED, _CONNECTING, _SENT = ExchangeState.QUEUED, ExchangeState.CONNECTING, ExchangeState.SENT
+_HEAD_HELD, _STREAMING, _RESPONDED = ExchangeState.HEAD_HELD, ExchangeState.STREAMING, ExchangeState.RESPONDED
+_FINISHED, _ABORTED = ExchangeState.FINISHED, ExchangeState.ABORTED
 
 
 class _Metrics:
@@ -141,8 +147,8 @@ class GatewayCollector(Collector):
         yield errors
         in_flight = GaugeMetricFamily(
             "odh_gateway_in_flight", "Requests in flight per route.", labels=["route"])
-        for target in list(self._gateway.routes._targets.values()):
-            in_flight.add_metric([target.key], sum(target.outstanding.values()))
+        for target in self._gateway.routes.targets():
+            in_flight.add_metric([target.key], target.in_flight)
         yield in_flight
 
 
@@ -164,7 +170,7 @@ class Gateway:
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: set[_ClientConnection] = set()
-        self._idle: dict[Endpoint, list[_UpstreamConnection]] = {}
+        self.pool: ConnectionPool[Endpoint, _UpstreamConnection] = self._new_pool()
         self._dials: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._metrics = _Metrics()
@@ -177,6 +183,8 @@ class Gateway:
     async def start(self, host: str = "127.0.0.1", port: int = 8080) -> int:
         """Bind ``host:port`` (0 = a free port) and serve; returns the bound port."""
         self._loop = asyncio.get_running_loop()
+        if self.pool.closed:
+            self.pool = self._new_pool()
         self._server = await self._loop.create_server(
             lambda: _ClientConnection(self), host, port, reuse_address=True, backlog=1024)
         self.host = host
@@ -195,10 +203,7 @@ class Gateway:
             client.close()
         for task in list(self._dials):
             task.cancel()
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.close()
-        self._idle.clear()
+        self.pool.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 5.0)
         self._server = None
@@ -240,36 +245,20 @@ class Gateway:
 
     # -- the upstream pool ----------------------------------------------------------------------
 
-    def _take_idle(self, endpoint: Endpoint) -> _UpstreamConnection | None:
-        conns = self._idle.get(endpoint)
-        while conns:
-            conn = conns.pop()  # LIFO: the warmest connection, the least likely to have timed out
-            if not conn.closed:
-                return conn
-        return None
+    @staticmethod
+    def _new_pool() -> ConnectionPool[Endpoint, _UpstreamConnection]:
+        return ConnectionPool(max_idle=POOL_SIZE, keepalive_expiry=POOL_KEEPALIVE_EXPIRY)
 
-    def _put_idle(self, conn: _UpstreamConnection) -> None:
-        if conn.closed or self._server is None:
-            conn.close()
-            return
-        conns = self._idle.get(conn.endpoint)
-        if conns is None:
-            conns = self._idle[conn.endpoint] = []
-        if len(conns) >= POOL_SIZE:
-            conn.close()
-            return
+    def _put_idle(self, conn: _UpstreamConnection, reusable: bool) -> None:
+        """The exchange on ``conn`` is over: keep the connection for the next request to its endpoint when
+        it is reusable (in step, kept alive, the whole request went up) and the gateway still runs."""
         conn.exchange = None
-        if conn.read_paused:
+        if self.pool.put(conn.endpoint, conn, reusable and self._server is not None) and conn.read_paused:
             conn.resume()
-        conns.append(conn)
-
-    def _forget_idle(self, conn: _UpstreamConnection) -> None:
-        conns = self._idle.get(conn.endpoint)
-        if conns and conn in conns:
-            conns.remove(conn)
 
     def _dial(self, exchange: _Exchange, endpoint: Endpoint) -> None:
-        task = self._loop.create_task(self._open(exchange, endpoint))  # type: ignore[union-attr]
+        assert self._loop is not None
+        task = self._loop.create_task(self._open(exchange, endpoint))
         self._dials.add(task)
         task.add_done_callback(self._dials.discard)
 
@@ -282,11 +271,11 @@ class Gateway:
                 self.connect_timeout)
         except asyncio.CancelledError:
             raise
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             exchange.connect_failed(endpoint, exc)
             return
-        if exchange.aborted or exchange.finished:
-            self._put_idle(conn)  # nothing was sent on it
+        if exchange.state >= _FINISHED:
+            self._put_idle(conn, True)  # nothing was sent on it
         elif conn.closed:  # the replica hung up (or spoke first) before we sent a byte
             exchange.connect_failed(endpoint, ConnectionResetError("connection closed as it opened"))
         else:
@@ -301,18 +290,18 @@ class _UpstreamConnection(asyncio.Protocol):
     and close it instead of pooling it, or handing them to the next request.
     """
 
-    __slots__ = ("gateway", "endpoint", "transport", "parser", "exchange", "closed", "received",
-                 "read_paused", "done", "keep", "_status", "_reason", "_headers", "_in_head", "_reset_parser")
+    __slots__ = ("_headers", "_in_head", "_reason", "_reset_parser", "closed", "done", "endpoint", "exchange", "flow",
+                 "gateway", "keep", "parser", "received", "transport")
 
     def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
         self.gateway = gateway
         self.endpoint = endpoint
-        self.transport: asyncio.Transport | None = None
+        self.transport = UNCONNECTED
+        self.flow = FlowControl(UNCONNECTED)  # reading pauses while the client cannot take more
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: _Exchange | None = None
         self.closed = False
         self.received = False  # any response byte for the bound exchange
-        self.read_paused = False
         self.done = False  # the bound exchange's final response is complete (acted on after the read)
         self.keep = False  # ...and the replica keeps the connection open after it
         self._reason = b""
@@ -323,7 +312,11 @@ class _UpstreamConnection(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = self.flow.transport = stream_transport(transport)
+
+    @property
+    def read_paused(self) -> bool:
+        return self.flow.read_paused
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
@@ -362,9 +355,10 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.flow.close()
         exchange = self.exchange
         if exchange is None:
-            self.gateway._forget_idle(self)
+            self.gateway.pool.forget(self.endpoint, self)
             return
         self.exchange = None
         if not self._in_head and exchange.until_close:
@@ -374,17 +368,17 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.pause(_PAUSE_UPSTREAM)
+            self.exchange.client.pause(Pause.UPSTREAM)
 
     def resume_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.resume(_PAUSE_UPSTREAM)
+            self.exchange.client.resume(Pause.UPSTREAM)
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
         if self.done:
-            raise _Desync("a second response")
+            raise OutOfStep("a second response")
         self._headers = []
         self._in_head = True
 
@@ -409,7 +403,7 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.done:
-            raise _Desync("body bytes after the response to a HEAD request")
+            raise OutOfStep("body bytes after the response to a HEAD request")
         exchange = self.exchange
         if exchange is not None:
             exchange.response_body(body)
@@ -423,41 +417,44 @@ class _UpstreamConnection(asyncio.Protocol):
     # used by exchanges and the pool
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
 
     def pause(self) -> None:
-        if not self.read_paused and not self.closed:
-            self.read_paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        self.flow.pause_reading(Pause.READER)
 
     def resume(self) -> None:
-        if self.read_paused and not self.closed:
-            self.read_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+        self.flow.resume_reading(Pause.READER)
 
     def close(self) -> None:
         self.exchange = None
         if not self.closed:
             self.closed = True
-            if self.transport is not None:
+            self.flow.close()
+            if self.transport is not UNCONNECTED:
                 self.transport.close()
 
 
 class _Exchange:
-    """One request and its response: routing, the upstream attempt(s), framing both ways."""
+    """One request and its response: routing, the upstream attempt(s), framing both ways.
+
+    Its progress is one ``ExchangeState`` (see ``serving.http.exchange``). Two seams for the activator:
+    ``no_ready_replica`` (the route has no endpoint to pick) and ``replica_gone`` (an endpoint went away
+    before any response byte while the request can still be sent whole); the request body stays in
+    ``replay`` while it is under ``REPLAY_LIMIT``, which is what makes the second safe.
+    """
 
     __slots__ = (
-        "client", "gateway", "loop", "url", "headers", "method", "keep_alive", "http10", "target", "route",
-        "upstream_path", "head", "no_host", "chunked_in", "local", "request_done", "pending", "pending_size",
-        "replay", "replay_size", "endpoint", "tried", "upstream", "reused", "response_started",
-        "response_done", "status", "out", "chunked_out", "until_close", "close_after", "no_body", "timer",
-        "last_io", "aborted", "finished", "expect", "content_length", "hold", "local_type", "body_size",
+        "body_size", "chunked_in", "chunked_out", "client", "close_after", "content_length", "endpoint", "expect",
+        "gateway", "head", "headers", "http10", "keep_alive", "last_io", "local", "local_type", "loop", "method", "no_body",
+        "no_host", "out", "pending", "pending_size", "replay", "request_done", "reused", "route", "state", "status",
+        "target", "timer", "tried", "until_close", "upstream", "upstream_path", "url",
     )
 
     def __init__(self, client: _ClientConnection) -> None:
         self.client = client
         self.gateway = client.gateway
         self.loop = client.loop
+        self.state = _QUEUED
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.method = b"GET"
@@ -474,14 +471,11 @@ class _Exchange:
         self.request_done = False
         self.pending: list[bytes] = []  # upstream-bound bytes not written yet
         self.pending_size = 0
-        self.replay: list[bytes] | None = []  # the body so far, while it can still be replayed
-        self.replay_size = 0
+        self.replay = ReplayBuffer(REPLAY_LIMIT)  # the body so far, while it can still be sent again
         self.endpoint: Endpoint | None = None
         self.tried: list[Endpoint] | None = None
         self.upstream: _UpstreamConnection | None = None
         self.reused = False
-        self.response_started = False  # the first response byte went to the client
-        self.response_done = False
         self.status = 0
         self.out: list[bytes] = []  # client-bound bytes not written yet
         self.chunked_out = False
@@ -490,12 +484,12 @@ class _Exchange:
         self.no_body = False
         self.timer: asyncio.TimerHandle | None = None
         self.last_io = 0.0
-        self.aborted = False
-        self.finished = False
         self.expect = False
         self.content_length = 0
         self.body_size = 0  # request body bytes the client parser has handed over
-        self.hold = False  # the response head waits for the first body bytes (one write, not two)
+
+    def _to(self, state: ExchangeState) -> None:
+        self.state = check_transition(self.state, state)
 
     # -- the request ----------------------------------------------------------------------------
 
@@ -510,64 +504,36 @@ class _Exchange:
         The upstream head carries the gateway's own framing and Host lines, so nothing the client
         writes (a Connection header naming them, say) can make it disagree with the body we send.
         """
-        host: bytes | None = None
-        sized = False
+        framing = RequestFraming()
         forwarded_for: bytes | None = None
         forwarded_host = forwarded_proto = False
-        tokens: tuple[bytes, ...] = ()
         kept: list[bytes] = []
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname in HOP_BY_HOP:
-                if lname == b"transfer-encoding":
-                    # llhttp takes any coding list ending in chunked; we forward only what we re-frame.
-                    if value.strip().lower() != b"chunked":
-                        self.refuse(400, b"Transfer-Encoding %s is not supported: send chunked or a "
-                                         b"Content-Length" % _json_escape(value))
-                        return
-                    self.chunked_in = True
-                elif lname == b"connection":
-                    tokens += tuple(t.strip().lower() for t in value.split(b","))
-                continue
-            if lname == b"host":
-                if host is not None:
-                    self.refuse(400, b"more than one Host header: send exactly one")
-                    return
-                host = value
-                continue  # written by us below
-            elif lname == b"content-length":
-                self.content_length = int(value)  # llhttp has validated it (digits, one header, no TE)
-                sized = True
-                continue  # written by us below
-            elif lname == b"x-forwarded-for":
-                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-                continue
-            elif lname == b"x-forwarded-host":
-                forwarded_host = True
-            elif lname == b"x-forwarded-proto":
-                forwarded_proto = True
-            elif lname == b"expect":
-                self.expect = value.lower() == b"100-continue"
-                continue
-            elif b"_" in lname and lname.replace(b"_", b"-") in _FRAMING:
-                # Servers that map "_" to "-" (CGI-style) would frame by it; nginx drops such names too.
-                self.refuse(400, b"header %s looks like %s: send the real header" % (
-                    _json_escape(name), lname.replace(b"_", b"-")))
-                return
-            kept += (name, b": ", value, b"\r\n")
-        if version != "1.1":
-            if version != "1.0":
-                self.refuse(400, b"HTTP/%s is not supported: send HTTP/1.1" % version.encode())
-                return
-            if self.chunked_in:  # RFC 9112 6.1: the framing of such a message is faulty
-                self.refuse(400, b"Transfer-Encoding is not allowed in HTTP/1.0: send a Content-Length")
-                return
-        if (upgrade or b"upgrade" in tokens) and (self.content_length or self.chunked_in):
-            # llhttp hands the body of an upgrade request (and CONNECT) over as raw upgrade bytes; rather
-            # than forward a request whose body would never follow, refuse it (bodiless ones go as plain HTTP).
-            self.refuse(400, b"protocol upgrade with a request body is not supported: send the request "
-                             b"without Upgrade")
+        try:
+            for name, value in self.headers:
+                lname = name.lower()
+                if lname in CONSUMED:
+                    framing.field(lname, value)  # written by us below, or hop-by-hop
+                    continue
+                if lname == b"x-forwarded-for":
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                    continue
+                elif lname == b"x-forwarded-host":
+                    forwarded_host = True
+                elif lname == b"x-forwarded-proto":
+                    forwarded_proto = True
+                elif lname == b"expect":
+                    self.expect = value.lower() == b"100-continue"
+                    continue
+                elif b"_" in lname:
+                    check_lookalike(name, lname)
+                kept += (name, b": ", value, b"\r\n")
+            framing.check(version)
+            framing.check_upgrade(upgrade)
+        except FramingError as refusal:
+            self.refuse(400, _json_escape(refusal.message))
             return
+        self.chunked_in = framing.chunked
+        self.content_length = framing.content_length
         if self.content_length > self.gateway.max_request_body:
             self.refuse(413, b"request body of %d bytes is over the limit of %d (%s)" % (
                 self.content_length, self.gateway.max_request_body, MAX_REQUEST_BODY_ENV.encode()))
@@ -580,17 +546,16 @@ class _Exchange:
             self.local = (200, self.gateway.metrics_text())
             self.local_type = b"text/plain; version=0.0.4; charset=utf-8"
             return
-        if tokens and any(t not in (b"close", b"keep-alive", b"upgrade") for t in tokens):
-            kept = _drop_named(kept, tokens)
+        names = named_fields(framing.tokens)
+        if names:
+            kept = drop_named(kept, names)
+        host = framing.host
         target, path = self.gateway.routes.resolve(url.decode("latin-1"), host.decode("latin-1") if host else None)
         if target is None:
             self.local = (404, b'{"error":"no InferenceService routes %s"}' % _json_escape(url))
             return
         self.target = target
         self.route = target.key
-        if not target.endpoints:
-            self.local = (503, b'{"error":"InferenceService %s has no ready replica"}' % target.key.encode())
-            return
         kept += (b"X-Forwarded-For: ", forwarded_for + b", " + peer if forwarded_for else peer, b"\r\n")
         if host is not None:
             kept += (b"Host: ", host, b"\r\n")
@@ -600,7 +565,7 @@ class _Exchange:
             kept.append(b"X-Forwarded-Proto: http\r\n")
         if self.chunked_in:
             kept.append(b"Transfer-Encoding: chunked\r\n")
-        elif sized:
+        elif framing.sized:
             kept.append(b"Content-Length: %d\r\n" % self.content_length)
         self.no_host = host is None
         self.head = b"%s %s HTTP/1.1\r\n%s" % (self.method, path.encode("latin-1"), b"".join(kept))
@@ -614,21 +579,29 @@ class _Exchange:
         target = self.target
         assert target is not None
         endpoint = target.pick()
-        if endpoint is None:  # every replica left between routing and now
-            self.respond_local(503, b'{"error":"InferenceService %s has no ready replica"}' % target.key.encode())
+        if endpoint is None:
+            self.no_ready_replica()
             return
         if self.expect and not self.request_done:
             # Answer Expect here (it is not forwarded): the body streams on as soon as it comes.
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.connect(endpoint, defer=True)
 
+    def no_ready_replica(self) -> None:
+        """The route has no endpoint to pick (none ready, or every one tried). Today: 503. The activator's
+        seam: hold the exchange in its revision's queue and ``connect`` once a replica is ready."""
+        target = self.target
+        assert target is not None
+        self.fail(503, b"InferenceService %s has no ready replica" % target.key.encode())
+
     def connect(self, endpoint: Endpoint, fresh: bool = False, defer: bool = False) -> None:
         """Use an idle pooled connection to ``endpoint`` (unless ``fresh``), else open one.
 
         ``defer``: the caller flushes right after, so the head leaves in one write with the body so far.
         """
+        self._to(_CONNECTING)
         self.endpoint = endpoint
-        conn = None if fresh else self.gateway._take_idle(endpoint)
+        conn = None if fresh else self.gateway.pool.take(endpoint)
         if conn is not None:
             self.bind(conn, reused=True, defer=defer)
         else:
@@ -636,6 +609,7 @@ class _Exchange:
 
     def bind(self, conn: _UpstreamConnection, reused: bool, defer: bool = False) -> None:
         """Send the request (head and whatever body has arrived) on ``conn``; ``defer`` leaves it to flush."""
+        self._to(_SENT)
         self.upstream = conn
         self.reused = reused
         conn.exchange = self
@@ -645,15 +619,15 @@ class _Exchange:
         if defer:
             self.pending.insert(0, head)
             self.pending_size += len(head)
-            self.client.resume(_PAUSE_PENDING)
+            self.client.resume(Pause.PENDING)
         elif self.pending:
             conn.write(head + b"".join(self.pending))
             self.pending.clear()
             self.pending_size = 0
-            self.client.resume(_PAUSE_PENDING)
+            self.client.resume(Pause.PENDING)
         else:
             conn.write(head)
-        if self.client.write_paused:
+        if self.client.flow.write_paused:
             conn.pause()
         self.last_io = self.loop.time()
         if self.timer is None:
@@ -663,35 +637,31 @@ class _Exchange:
         size = self.body_size + len(data)
         self.body_size = size
         if size > self.gateway.max_request_body:  # only a chunked body gets here: Content-Length is checked first
-            self.client.refuse(413, b"request body over the limit of %d bytes (%s)" % (
-                self.gateway.max_request_body, MAX_REQUEST_BODY_ENV.encode()))
-            raise _Refused
-        if self.local is not None or self.finished:
+            message = b"request body over the limit of %d bytes (%s)" % (
+                self.gateway.max_request_body, MAX_REQUEST_BODY_ENV.encode())
+            self.client.refuse(413, message)
+            raise RequestRefused(413, message.decode())
+        if self.local is not None or self.state >= _FINISHED:
             return  # answered already: the rest of the body is read and dropped
-        chunk = b"%x\r\n%s\r\n" % (len(data), data) if self.chunked_in else data
-        self.pending.append(chunk)
-        self.pending_size += len(chunk)
-        if self.replay is not None:
-            self.replay_size += len(chunk)
-            if self.replay_size > REPLAY_LIMIT:
-                self.replay = None
-            else:
-                self.replay.append(chunk)
+        piece = chunk(data) if self.chunked_in else data
+        self.pending.append(piece)
+        self.pending_size += len(piece)
+        self.replay.add(piece)
         if self.upstream is None and self.pending_size > PENDING_LIMIT:
-            self.client.pause(_PAUSE_PENDING)
+            self.client.pause(Pause.PENDING)
 
     def request_complete(self) -> None:
         self.request_done = True
         if not self.chunked_in and self.body_size != self.content_length:
             # llhttp ended the body elsewhere than the Content-Length we sent up said: out of step.
-            self.client.refuse(400, b"request body of %d bytes does not match its Content-Length %d" % (
-                self.body_size, self.content_length))
-            raise _Refused
+            message = b"request body of %d bytes does not match its Content-Length %d" % (
+                self.body_size, self.content_length)
+            self.client.refuse(400, message)
+            raise RequestRefused(400, message.decode())
         if self.local is None and self.chunked_in:
-            self.pending.append(b"0\r\n\r\n")
-            if self.replay is not None:
-                self.replay.append(b"0\r\n\r\n")
-        if self.response_done:
+            self.pending.append(LAST_CHUNK)
+            self.replay.add(LAST_CHUNK)
+        if self.state == _RESPONDED:
             self.finish()  # a local answer waited for its body to be read and dropped
 
     def flush_request(self) -> None:
@@ -707,7 +677,7 @@ class _Exchange:
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
-        self.replay = None  # a response has begun: never resend this request
+        self.replay.drop()  # a response has begun: never resend this request
         content_length = -1
         chunked = coded = False
         tokens: tuple[bytes, ...] = ()
@@ -716,72 +686,67 @@ class _Exchange:
             lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == b"transfer-encoding":
-                    coded = True  # llhttp: chunked when that is the last coding, else the body ends at EOF
-                    chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
+                    coded = True
+                    chunked = last_coding_is_chunked(value)
                 elif lname == b"connection":
-                    tokens += tuple(t.strip().lower() for t in value.split(b","))
+                    tokens += connection_tokens(value)
                 continue
             if lname == b"content-length":
                 content_length = int(value)
                 continue  # written by us below: a Connection token cannot remove it
             parts += (name, b": ", value, b"\r\n")
-        if tokens and any(t not in (b"close", b"keep-alive") for t in tokens):
-            parts = parts[:1] + _drop_named(parts[1:], tokens)
+        names = named_fields(tokens)
+        if names:
+            parts = parts[:1] + drop_named(parts[1:], names)
         if coded:
             content_length = -1  # Transfer-Encoding overrides Content-Length (RFC 9112 6.3)
         elif content_length >= 0:
             parts.append(b"Content-Length: %d\r\n" % content_length)
+        http10 = self.http10
         if status in (204, 304) or self.method == b"HEAD":
             self.no_body = True
         elif chunked or content_length < 0:
             # Re-frame: chunked for HTTP/1.1 clients (events stay events), close-delimited for 1.0.
             self.until_close = not chunked
-            if self.http10:
+            if http10:
                 self.close_after = True
             else:
                 self.chunked_out = True
                 parts.append(b"Transfer-Encoding: chunked\r\n")
         if self.close_after or not self.keep_alive:
             parts.append(b"Connection: close\r\n\r\n")
-        elif self.http10:
+        elif http10:
             parts.append(b"Connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
         self.out.append(b"".join(parts))
-        self.response_started = True
         # Servers such as uvicorn write the head and a sized body separately; holding the head until the
         # body's first bytes saves a send (and a client wake-up) per request. Streams are not held.
-        self.hold = content_length > 0 and not chunked and not self.no_body
+        self._to(_HEAD_HELD if content_length > 0 and not chunked and not self.no_body else _STREAMING)
 
     def response_body(self, data: bytes) -> None:
-        self.hold = False
-        if self.chunked_out:
-            self.out.append(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self.out.append(data)
+        if self.state == _HEAD_HELD:
+            self.state = _STREAMING
+        self.out.append(chunk(data) if self.chunked_out else data)
 
     def flush_response(self) -> None:
         out = self.out
-        if out and not self.hold:
+        if out and self.state != _HEAD_HELD:
             self.client.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
     def response_complete(self, reusable: bool) -> None:
-        self.hold = False
+        self._to(_RESPONDED)
         if self.chunked_out:
-            self.out.append(b"0\r\n\r\n")
+            self.out.append(LAST_CHUNK)
         self.flush_response()
-        self.response_done = True
         conn = self.upstream
         if conn is not None:
             self.upstream = None
-            if reusable and self.request_done and not self.pending:
-                self.gateway._put_idle(conn)
-            else:
-                # An answer before the whole request went up: the replica may read the rest of the body
-                # as a request of its own, so the connection is never reused. The client's remaining body
-                # is read and dropped.
-                conn.close()
+            # An answer before the whole request went up: the replica may read the rest of the body as a
+            # request of its own, so the connection is never reused. The client's remaining body is read
+            # and dropped.
+            self.gateway._put_idle(conn, reusable and self.request_done and not self.pending)
         self.finish()
 
     def respond_local(self, status: int, body: bytes) -> None:
@@ -790,23 +755,31 @@ class _Exchange:
         if not self.request_done and (self.chunked_in or self.expect or self.content_length > REPLAY_LIMIT):
             self.close_after = True  # rather than read a big body only to drop it; small ones are drained
         connection = b"close" if (self.close_after or not self.keep_alive) else b"keep-alive"
-        self.client.write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
-                          b"connection: %s\r\n\r\n%s" % (status, _REASONS[status], self.local_type, len(body),
-                                                        connection, body))
-        self.response_started = self.response_done = True
+        self.client.write(status_line(status) + b"content-type: %s\r\ncontent-length: %d\r\nconnection: %s\r\n\r\n%s"
+                          % (self.local_type, len(body), connection, body))
+        self._to(_RESPONDED)
         if self.request_done or self.close_after:
             self.finish()
 
     # -- failures -------------------------------------------------------------------------------
 
-    def connect_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
-        """Opening a connection failed: nothing was sent, so another replica may take the request."""
-        if self.aborted or self.finished:
+    def replica_gone(self, endpoint: Endpoint, exc: BaseException, *, stale: bool) -> None:
+        """``endpoint`` went away before any response byte and the request can be sent again whole: the
+        connect failed (nothing was sent), or a pooled connection was ``stale`` (the replica closed it
+        as we reused it, so it never saw the request, whose body ``replay`` still holds). Safe to retry:
+        a stale connection is redialled once, fresh (the pool's other ones may be just as dead); a failed
+        connect tries the next replica, and 502 when none is left. The activator's seam for a replica
+        killed or rolled: hold the exchange until one is ready instead of the 502."""
+        target = self.target
+        assert target is not None
+        if stale:
+            self.gateway._metrics.upstream_error(self.route, "stale")
+            self.pending = self.replay.replay()
+            self.pending_size = self.replay.size
+            self.connect(endpoint, fresh=True)
             return
         log.debug("gateway: connect to %s failed: %r", endpoint, exc)
         self.gateway._metrics.upstream_error(self.route, "connect")
-        target = self.target
-        assert target is not None
         target.release(endpoint)
         if self.tried is None:
             self.tried = []
@@ -818,6 +791,12 @@ class _Exchange:
         else:
             self.fail(502, b"upstream connect failed: %s" % _json_escape(str(exc) or type(exc).__name__))
 
+    def connect_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
+        """Opening a connection failed: nothing was sent."""
+        if self.state >= _FINISHED:
+            return
+        self.replica_gone(endpoint, exc, stale=False)
+
     def upstream_failed(self, kind: str, exc: BaseException | None) -> None:
         """The bound upstream connection broke (or timed out) before the response completed."""
         conn = self.upstream
@@ -825,23 +804,18 @@ class _Exchange:
             return
         self.upstream = None
         conn.close()
-        if self.aborted or self.finished:
+        if self.state >= _FINISHED:
             return
-        stale = kind == "reset" and self.reused and not conn.received and self.replay is not None
-        self.gateway._metrics.upstream_error(self.route, "stale" if stale else kind)
-        if stale:
-            # The replica closed an idle connection as we reused it: it never saw the request. Redial
-            # (not from the pool, whose other connections may be just as dead) and send it again.
-            self.pending = list(self.replay)  # type: ignore[arg-type]  # the whole body so far
-            self.pending_size = self.replay_size
-            self.connect(self.endpoint, fresh=True)  # type: ignore[arg-type]
+        if kind == "reset" and self.reused and not conn.received and self.replay.replayable:
+            assert self.endpoint is not None
+            self.replica_gone(self.endpoint, exc or ConnectionResetError("connection closed"), stale=True)
             return
-        if self.response_started and not self.hold:
+        self.gateway._metrics.upstream_error(self.route, kind)
+        if self.state >= _STREAMING:
             self.client.close()  # mid-response: closing is the only way to say the body is truncated
             self.finish()
             return
         self.out.clear()  # a held head never reached the client: it gets a clean error instead
-        self.hold = self.response_started = False
         if kind == "timeout":
             self.fail(504, b"upstream timed out after %gs" % self.gateway.read_timeout)
         else:
@@ -857,23 +831,22 @@ class _Exchange:
         part of a request on it, is closed; the client gets ``status`` when no answer has started, else
         its connection closes (the only way left to say the exchange is broken)."""
         self.close_after = True
-        self.replay = None
+        self.replay.drop()
         conn = self.upstream
         if conn is not None:
             self.upstream = None
             conn.close()
-        if self.finished or (self.response_started and not self.hold):
+        if self.state >= _STREAMING:
             self.client.close()
             self.finish()
             return
         self.out.clear()  # a held head never reached the client
-        self.hold = self.response_started = False
         self.fail(status, message)
 
     def _check_timeout(self) -> None:
         """Lazy read timeout: one timer per exchange, re-armed by whatever time is left."""
         self.timer = None
-        if self.finished or self.aborted:
+        if self.state >= _FINISHED:
             return
         left = self.last_io + self.gateway.read_timeout - self.loop.time()
         if left > 0:
@@ -883,53 +856,55 @@ class _Exchange:
 
     def abort(self) -> None:
         """The client went away: drop the upstream side (a half-read response cannot be reused)."""
-        if self.finished:
+        if self.state >= _FINISHED:
             return
-        self.aborted = True
         conn = self.upstream
         if conn is not None:
             self.upstream = None
             conn.close()
-        if not self.response_done:
+        if self.state < _RESPONDED:
             self.status = 499  # nginx's "client closed request"
-        self.finish()
+        self._close_out(_ABORTED)
 
     def finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
+        if self.state < _FINISHED:
+            self._close_out(_FINISHED)
+
+    def _close_out(self, state: ExchangeState) -> None:
+        """Count the exchange, release its endpoint and, unless aborted, let the next one in line go."""
+        self._to(state)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.client.resume(_PAUSE_UPSTREAM | _PAUSE_PENDING)
+        self.client.resume(Pause.UPSTREAM | Pause.PENDING)
         if self.endpoint is not None and self.target is not None:
             self.target.release(self.endpoint)
             self.endpoint = None
         self.gateway._metrics.request(self.route, self.status)
-        if not self.aborted:
+        if state is _FINISHED:
             self.client.exchange_finished(self)
 
 
 class _ClientConnection(asyncio.Protocol):
     """One client connection: parses requests, runs them one at a time, in order (pipelining-safe)."""
 
-    __slots__ = ("gateway", "loop", "transport", "parser", "peer", "current", "queue", "paused",
-                 "write_paused", "closed", "eof", "last_active", "head_open", "head_started", "head_fed",
-                 "head_size", "refused")
+    __slots__ = ("closed", "current", "eof", "flow", "gateway", "head_fed", "head_open", "head_size", "head_started",
+                 "last_active", "loop", "parser", "peer", "queue", "refused", "transport")
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.loop = gateway._loop
-        self.transport: asyncio.Transport | None = None
+        loop = gateway._loop
+        assert loop is not None  # connections exist only while the gateway is started
+        self.loop = loop
+        self.transport = UNCONNECTED
+        self.flow = FlowControl(UNCONNECTED)  # why reading is paused (Pause.*), and the write side
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b"unknown"
         self.current: _Exchange | None = None  # the request being parsed
         self.queue: deque[_Exchange] = deque()  # requests not finished yet; the first one is active
-        self.paused = 0
-        self.write_paused = False
         self.closed = False
         self.eof = False
-        self.last_active = self.loop.time()  # type: ignore[union-attr]  # the last read
+        self.last_active = self.loop.time()  # the last read
         self.head_open = False  # the current request's head has begun and is not complete
         self.head_started = 0.0  # when its first byte came (or reading last resumed)
         self.head_fed = 0  # bytes of whole reads that went into the open head (a lower bound on its size)
@@ -939,14 +914,14 @@ class _ClientConnection(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = self.flow.transport = stream_transport(transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
         self.gateway._clients.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()  # type: ignore[union-attr]
+        self.last_active = self.loop.time()
         if self.refused:
             return
         head = self.current if self.head_open else None  # a head this read continues
@@ -963,12 +938,11 @@ class _ClientConnection(asyncio.Protocol):
             except httptools.HttpParserError as exc:
                 self._parse_error(exc)
             break
-        if self.head_open and not self.refused:
-            if self.current is head:  # the whole read went into the open head
-                self.head_fed += len(data)
-                if self.head_fed > self.gateway.max_request_head:
-                    # Refused before it is complete: httptools would keep growing the header it holds.
-                    self.refuse(431, self._head_too_large())
+        if self.head_open and not self.refused and self.current is head:  # the whole read went into the open head
+            self.head_fed += len(data)
+            if self.head_fed > self.gateway.max_request_head:
+                # Refused before it is complete: httptools would keep growing the header it holds.
+                self.refuse(431, self._head_too_large())
         queue = self.queue
         if queue:
             for exchange in queue:
@@ -983,6 +957,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.flow.close()
         self.gateway._clients.discard(self)
         queue = self.queue
         while queue:
@@ -990,12 +965,12 @@ class _ClientConnection(asyncio.Protocol):
         self.current = None
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.pause_writing()
         if self.queue and self.queue[0].upstream is not None:
             self.queue[0].upstream.pause()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.flow.resume_writing()
         if self.queue and self.queue[0].upstream is not None:
             self.queue[0].upstream.resume()
 
@@ -1009,14 +984,17 @@ class _ClientConnection(asyncio.Protocol):
         self.head_started = self.last_active
         self.head_fed = self.head_size = 0
         if len(self.queue) > 1:
-            self.pause(_PAUSE_PIPELINE)
+            self.pause(Pause.PIPELINE)
 
     def on_url(self, url: bytes) -> None:
         exchange = self.current
-        exchange.url = exchange.url + url if exchange.url else url  # type: ignore[union-attr]
+        assert exchange is not None
+        exchange.url = exchange.url + url if exchange.url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.current.headers.append((name, value))  # type: ignore[union-attr]
+        exchange = self.current
+        assert exchange is not None
+        exchange.headers.append((name, value))
         self.head_size += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
@@ -1037,10 +1015,13 @@ class _ClientConnection(asyncio.Protocol):
             exchange.start()
         if exchange.close_after and exchange.local is not None:  # refused: read nothing after it
             self._stop_reading()
-            raise _Refused
+            status, body = exchange.local
+            raise RequestRefused(status, body.decode("latin-1"))
 
     def on_body(self, body: bytes) -> None:
-        self.current.request_body(body)  # type: ignore[union-attr]
+        exchange = self.current
+        assert exchange is not None
+        exchange.request_body(body)
 
     def on_message_complete(self) -> None:
         exchange = self.current
@@ -1052,13 +1033,13 @@ class _ClientConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.transport.write(data)
 
     def exchange_finished(self, exchange: _Exchange) -> None:
         queue = self.queue
         if queue and queue[0] is exchange:
             queue.popleft()
-        self.last_active = self.loop.time()  # type: ignore[union-attr]
+        self.last_active = self.loop.time()
         if self.closed:
             return
         if exchange.close_after or not exchange.keep_alive or (self.eof and not queue):
@@ -1067,34 +1048,32 @@ class _ClientConnection(asyncio.Protocol):
         if queue:
             following = queue[0]
             if len(queue) == 1:
-                self.resume(_PAUSE_PIPELINE)
+                self.resume(Pause.PIPELINE)
             if following.head or following.local is not None:  # its headers are in
                 following.start()
                 following.flush_request()
 
     def pause(self, reason: int) -> None:
-        if not self.paused and not self.closed:
-            self.transport.pause_reading()  # type: ignore[union-attr]
-        self.paused |= reason
+        """Stop reading for ``reason`` (a ``Pause`` flag)."""
+        self.flow.pause_reading(reason)
 
     def resume(self, reason: int) -> None:
-        if self.paused & reason:
-            self.paused &= ~reason
-            if not self.paused and not self.closed:
-                self.transport.resume_reading()  # type: ignore[union-attr]
-                # Time we did not read is not the client's: its head and body timeouts start over.
-                self.last_active = self.head_started = self.loop.time()  # type: ignore[union-attr]
+        """Lift ``reason``; reading resumes when no other reason holds it."""
+        if self.flow.resume_reading(reason):
+            # Time we did not read is not the client's: its head and body timeouts start over.
+            self.last_active = self.head_started = self.loop.time()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.transport.close()  # type: ignore[union-attr]  # flushes what is buffered first
+            self.flow.close()
+            self.transport.close()  # flushes what is buffered first
 
     # refusals and timeouts
 
     def check_timeouts(self, now: float) -> None:
         """The sweep's visit: a head or body that takes too long gets 408; an idle connection closes."""
-        if self.closed or self.paused:  # not reading: the wait is ours, not the client's
+        if self.closed or self.flow.read_paused:  # not reading: the wait is ours, not the client's
             return
         limits = self.gateway.limits
         if self.head_open:
@@ -1122,7 +1101,7 @@ class _ClientConnection(asyncio.Protocol):
         self.head_open = False
         queue = self.queue
         if exchange is not None:
-            if not head_open and (exchange.finished or (queue and queue[0] is exchange)):
+            if not head_open and (exchange.state >= _FINISHED or (queue and queue[0] is exchange)):
                 exchange.cut(status, message)
                 return
             with contextlib.suppress(ValueError):  # not started: nothing of it went anywhere
@@ -1136,11 +1115,11 @@ class _ClientConnection(asyncio.Protocol):
 
     def _stop_reading(self) -> None:
         self.refused = True
-        self.pause(_PAUSE_REFUSED)
+        self.pause(Pause.REFUSED)
 
     def _parse_error(self, exc: httptools.HttpParserError) -> None:
         cause = exc.__context__
-        if isinstance(cause, _Refused):
+        if isinstance(cause, RequestRefused):
             return  # a callback refused the request and stopped the parser
         if cause is not None:  # one of our callbacks failed: a bug, not the client's bytes
             log.error("gateway: request callback failed", exc_info=cause)
@@ -1153,15 +1132,6 @@ class _ClientConnection(asyncio.Protocol):
     def _head_too_large(self) -> bytes:
         return b"request head over the limit of %d bytes (%s): send fewer or shorter headers" % (
             self.gateway.max_request_head, MAX_REQUEST_HEAD_ENV.encode())
-
-
-def _drop_named(parts: list[bytes], names: tuple[bytes, ...]) -> list[bytes]:
-    """Remove, from ``[name, ": ", value, "\\r\\n", ...]`` quads, the fields the Connection header names."""
-    kept: list[bytes] = []
-    for i in range(0, len(parts), 4):
-        if parts[i].lower() not in names:
-            kept += parts[i:i + 4]
-    return kept
 
 
 def _json_escape(value: bytes | str) -> bytes:

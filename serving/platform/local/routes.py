@@ -40,7 +40,7 @@ class RouteTarget:
     that stays keeps its count, a request on an endpoint that left releases into nothing.
     """
 
-    __slots__ = ("namespace", "name", "key", "endpoints", "outstanding", "_next")
+    __slots__ = ("_next", "endpoints", "key", "name", "namespace", "outstanding")
 
     def __init__(self, namespace: str, name: str, endpoints: Sequence[Endpoint] = ()) -> None:
         self.namespace = namespace
@@ -90,6 +90,12 @@ class RouteTarget:
         outstanding[best] = best_load + 1
         return best
 
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight on this route: the one count the gateway's metrics (and, later, per-revision
+        concurrency) read; ``pick`` adds to it and ``release`` takes from it, nothing else does."""
+        return sum(self.outstanding.values())
+
     def release(self, endpoint: Endpoint) -> None:
         """One request on ``endpoint`` finished (or was never sent)."""
         count = self.outstanding.get(endpoint)
@@ -119,6 +125,10 @@ class RouteTable:
     def remove(self, namespace: str, name: str) -> None:
         if self._targets.pop((namespace, name), None) is not None:
             self._reindex(name)
+
+    def targets(self) -> list[RouteTarget]:
+        """Every route's target (a snapshot: safe while routes change)."""
+        return list(self._targets.values())
 
     def get(self, namespace: str, name: str) -> RouteTarget | None:
         return self._targets.get((namespace, name))
@@ -154,7 +164,7 @@ class RouteTable:
                 target = targets.get((labels[1], labels[0]))
                 if target is not None:
                     return target, path
-        if path.startswith("/v2/models/") or path.startswith("/v1/models/"):
+        if path.startswith(("/v2/models/", "/v1/models/")):
             name = _model_name(path[11:])
             if name:
                 target = self._by_name.get(name)
