@@ -10,10 +10,10 @@ from serving.kserve.admission import (
     admit_serving_runtime,
     deployment_mode,
 )
-from serving.kserve.reconcile import ReconcileConfig, ReconcileError, reconcile, reconcile_standard
+from serving.kserve.reconcile import ReconcileConfig, ReconcileError, reconcile, reconcile_serverless, reconcile_standard
 from serving.kserve.render import render
 from serving.kserve.runtimes import ResolvedRuntime, builtin_runtimes, load_runtimes, resolve_runtime, split_runtimes
-from serving.kserve.status import PredictorObservation, observe
+from serving.kserve.status import PredictorObservation, ServerlessObservation, observe, observe_serverless
 from serving.kserve.types import (
     ClusterServingRuntime,
     Container,
@@ -45,6 +45,7 @@ __all__ = [
     "ReconcileConfig",
     "ReconcileError",
     "ResolvedRuntime",
+    "ServerlessObservation",
     "ServingRuntime",
     "ServingRuntimeSpec",
     "SupportedModelFormat",
@@ -54,7 +55,9 @@ __all__ = [
     "deployment_mode",
     "load_runtimes",
     "observe",
+    "observe_serverless",
     "reconcile",
+    "reconcile_serverless",
     "reconcile_standard",
     "render",
     "resolve_runtime",

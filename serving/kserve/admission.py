@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ValidationError
 
@@ -211,9 +211,9 @@ def _default(data: dict[str, Any], config: AdmissionConfig) -> str | None:
 def _default_model_protocol(predictor: dict[str, Any]) -> None:
     """Triton speaks only V2, so a triton model with no protocol gets v2; everything else stays unset (= v1)."""
     model = predictor.get("model")
-    if isinstance(model, dict) and model.get("protocolVersion") is None:
-        if (model.get("modelFormat") or {}).get("name") == "triton":
-            model["protocolVersion"] = "v2"
+    is_triton = isinstance(model, dict) and (model.get("modelFormat") or {}).get("name") == "triton"
+    if is_triton and isinstance(model, dict) and model.get("protocolVersion") is None:
+        model["protocolVersion"] = "v2"
 
 
 def _implementations(predictor: dict[str, Any]) -> list[str]:
@@ -315,7 +315,7 @@ def _validate_storage_uri(field: str, uri: Any) -> list[FieldError]:
     return [FieldError(field, f"{uri!r} has an unsupported scheme; supported: {supported}")]
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -405,7 +405,8 @@ def admit_serving_runtime(obj: dict[str, Any]) -> ServingRuntime | ClusterServin
     errors: list[FieldError] = []
     if not name:
         errors.append(FieldError("metadata.name", "is required"))
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    raw_spec = obj.get("spec")
+    spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
     formats = spec.get("supportedModelFormats")
     if not formats:
         errors.append(FieldError("spec.supportedModelFormats", "is required: list the model formats this runtime serves"))

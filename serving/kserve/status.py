@@ -9,7 +9,7 @@ UpdateModelTransitionStatus; ``observedGeneration``. A condition keeps its previ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from serving.kserve import naming
@@ -51,7 +51,7 @@ def observe(
 ) -> dict[str, Any]:
     """The ``status`` for ``isvc`` given ``observation``; ``previous`` is the status it had before."""
     previous = previous or {}
-    stamp = _timestamp(now or datetime.now(timezone.utc))
+    stamp = _timestamp(now or datetime.now(UTC))
     failed = observation.failure_reason is not None
     ready = observation.ready_replicas >= 1 and (not failed or observation.previous_revision_serving)
 
@@ -99,7 +99,7 @@ def stamp_transitions(conditions: list[dict[str, Any]], previous: dict[str, Any]
     for condition in conditions:
         before = old.get(condition["type"])
         kept = before is not None and before.get("status") == condition["status"] and before.get("lastTransitionTime")
-        condition["lastTransitionTime"] = before["lastTransitionTime"] if kept else stamp
+        condition["lastTransitionTime"] = before["lastTransitionTime"] if kept and before is not None else stamp
 
 
 def _condition(kind: str, status: str, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
@@ -155,4 +155,171 @@ def _model_status(observation: PredictorObservation, previous: dict[str, Any], r
 
 
 def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- Serverless mode
+
+PREDICTOR_ROUTE_READY = "PredictorRouteReady"
+PREDICTOR_CONFIGURATION_READY = "PredictorConfigurationReady"
+ROUTES_READY = "RoutesReady"
+LATEST_DEPLOYMENT_READY = "LatestDeploymentReady"
+
+
+@dataclass(frozen=True)
+class ServerlessObservation:
+    """What the platform saw of a Serverless predictor: its Knative Service's ``status`` (from
+    ``serving.knative.service_status``) and the replicas of the latest created revision."""
+
+    ksvc_status: dict[str, Any]
+    latest_revision_replicas: int = 0
+    latest_revision_ready_replicas: int = 0
+    # A replica of the latest revision failed to load its model (storage initializer or server exit).
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    runtime: str | None = None
+    runtime_kind: str = "ClusterServingRuntime"
+
+
+def observe_serverless(
+    isvc: InferenceService,
+    observation: ServerlessObservation,
+    previous: dict[str, Any] | None = None,
+    *,
+    url_scheme: str = "http",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The InferenceService ``status`` in Serverless mode, as KServe's ``PropagateStatus``,
+    ``PropagateCrossComponentStatus``, ingress reconciler and ``PropagateModelStatus`` report it.
+
+    ``components.predictor`` carries the revisions and traffic; ``latestRolledoutRevision`` moves to the
+    latest ready revision once a ``latestRevision`` target gives it 100 % (the previous one becomes
+    ``previousRolledoutRevision``), and moves back when that revision is rolled back. A failed latest
+    revision makes PredictorReady False (reason RevisionFailed) while traffic stays on the rolled-out one.
+    """
+    previous = previous or {}
+    stamp = _timestamp(now or datetime.now(UTC))
+    ksvc = observation.ksvc_status or {}
+    old_component = ((previous.get("components") or {}).get(naming.PREDICTOR)) or {}
+    component = propagate_revisions(old_component, ksvc)
+
+    ksvc_conditions = {c.get("type"): c for c in ksvc.get("conditions") or []}
+    predictor = _copied(PREDICTOR_READY, ksvc_conditions.get(READY))
+    route = _copied(PREDICTOR_ROUTE_READY, ksvc_conditions.get(ROUTES_READY))
+    configuration = _copied(PREDICTOR_CONFIGURATION_READY, ksvc_conditions.get("ConfigurationsReady"))
+    if predictor["status"] == "True":
+        # KServe takes the ksvc's URL and address only while it is Ready; afterwards they persist.
+        if ksvc.get("url"):
+            component["url"] = ksvc["url"]
+        if ksvc.get("address"):
+            component["address"] = ksvc["address"]
+
+    status: dict[str, Any] = {}
+    if component.get("url"):
+        ingress = _condition(INGRESS_READY, "True")
+        status["url"] = _isvc_url(component["url"], url_scheme)
+        status["address"] = {"url": f"http://{isvc.name}.{isvc.namespace}.svc.{naming.CLUSTER_DOMAIN}"}
+    else:
+        ingress = _condition(INGRESS_READY, "False" if predictor["status"] == "False" else "Unknown", "Predictor ingress not created")
+    conditions = [
+        predictor, route, configuration, ingress,
+        _cross_component(ROUTES_READY, route), _cross_component(LATEST_DEPLOYMENT_READY, configuration),
+        _aggregate([predictor, ingress]),
+    ]
+    stamp_transitions(conditions, previous, stamp)
+    ready = conditions[-1]["status"] == "True"
+    status.update({
+        "conditions": sorted(conditions, key=lambda c: c["type"]),
+        "components": {naming.PREDICTOR: component},
+        "modelStatus": _serverless_model_status(observation, component, previous.get("modelStatus") or {}, ready, stamp),
+        "deploymentMode": "Knative",
+    })
+    if isvc.metadata.generation is not None:
+        status["observedGeneration"] = isvc.metadata.generation
+    if observation.runtime:
+        key = "servingRuntimeName" if observation.runtime_kind == "ServingRuntime" else "clusterServingRuntimeName"
+        status[key] = observation.runtime
+    return status
+
+
+def propagate_revisions(component: dict[str, Any], ksvc: dict[str, Any]) -> dict[str, Any]:
+    """KServe's revision bookkeeping (``PropagateStatus``) for one component, from its ksvc status."""
+    out = {k: v for k, v in component.items()}
+    latest_ready = ksvc.get("latestReadyRevisionName") or ""
+    latest_created = ksvc.get("latestCreatedRevisionName") or ""
+    if latest_created:
+        out["latestCreatedRevision"] = latest_created
+    traffic = ksvc.get("traffic") or []
+    per_revision: dict[str, int] = {}
+    for target in traffic:
+        if target.get("percent") is not None:
+            per_revision[target.get("revisionName", "")] = per_revision.get(target.get("revisionName", ""), 0) + target["percent"]
+    for target in traffic:
+        if target.get("revisionName") != latest_ready or not target.get("latestRevision"):
+            continue
+        percent = target.get("percent")
+        if out.get("latestRolledoutRevision") != latest_ready:
+            if percent == 100:
+                # The latest ready revision takes all traffic: it is rolled out, the one before is kept.
+                if out.get("latestRolledoutRevision"):
+                    out["previousRolledoutRevision"] = out["latestRolledoutRevision"]
+                out["latestRolledoutRevision"] = latest_ready
+        elif (latest_ready == latest_created and percent is not None and percent < 100
+              and per_revision.get(latest_ready) == 100 and out.get("previousRolledoutRevision")):
+            # Rolled out at 100 % and then canaried against itself: KServe steps back to the previous one.
+            out["latestRolledoutRevision"] = out["previousRolledoutRevision"]
+    if latest_ready:
+        out["latestReadyRevision"] = latest_ready
+    if traffic:
+        out["traffic"] = [dict(t) for t in traffic]
+    return out
+
+
+def _copied(kind: str, source: dict[str, Any] | None) -> dict[str, Any]:
+    """A Knative condition under KServe's name; a missing one is Unknown."""
+    if source is None:
+        return _condition(kind, "Unknown")
+    return _condition(kind, str(source.get("status", "Unknown")), source.get("reason"), source.get("message"))
+
+
+def _cross_component(kind: str, part: dict[str, Any]) -> dict[str, Any]:
+    """KServe's ``PropagateCrossComponentStatus`` over the one component we reconcile (the predictor)."""
+    if part["status"] == "True":
+        return _condition(kind, "True")
+    return _condition(kind, part["status"], f"{part['type']} not ready")
+
+
+def _isvc_url(predictor_url: str, scheme: str) -> str:
+    """The InferenceService's host is its predictor's without ``-predictor`` (KServe's ingress reconciler)."""
+    _, _, rest = predictor_url.partition("://")
+    rest = rest.replace("-predictor-default", "", 1) if "-predictor-default" in rest else rest.replace("-predictor", "", 1)
+    return f"{scheme}://{rest}"
+
+
+def _serverless_model_status(
+    observation: ServerlessObservation, component: dict[str, Any], previous: dict[str, Any], ready: bool, stamp: str
+) -> dict[str, Any]:
+    """KServe's ``PropagateModelStatus`` for Knative: pods of the latest created revision decide."""
+    active = (previous.get("states") or {}).get("activeModelState") or "Pending"
+    info = previous.get("lastFailureInfo")
+    failed_knative = any(c.get("status") == "False" for c in (observation.ksvc_status or {}).get("conditions") or [])
+    if observation.latest_revision_replicas == 0:
+        # No pods: just starting or scaled to zero (Pending), unless Knative says it failed.
+        target = "FailedToLoad" if failed_knative else "Pending"
+    elif observation.failure_reason is not None:
+        target = "FailedToLoad"
+        info = {"reason": observation.failure_reason if observation.failure_reason in FAILURE_REASONS else "ModelLoadFailed",
+                "message": observation.failure_message or observation.failure_reason, "time": stamp}
+    elif ready and component.get("latestCreatedRevision") == component.get("latestReadyRevision"):
+        target, active = "Loaded", "Loaded"
+    else:
+        target = "Loading" if observation.latest_revision_replicas > observation.latest_revision_ready_replicas else "Pending"
+    transition = {"Loaded": "UpToDate", "FailedToLoad": "BlockedByFailedLoad"}.get(target, "InProgress")
+    status: dict[str, Any] = {
+        "states": {"activeModelState": active, "targetModelState": target},
+        "transitionStatus": transition,
+        "copies": {"failedCopies": 0, "totalCopies": observation.latest_revision_ready_replicas},
+    }
+    if info:
+        status["lastFailureInfo"] = info
+    return status

@@ -7,6 +7,7 @@ a user's apply.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import sqlite3
@@ -39,7 +40,9 @@ def now() -> str:
 
 
 class ObjectStore:
-    """A small thread-safe key-value store of objects keyed by (kind, namespace, name)."""
+    """A small thread-safe key-value store of objects keyed by (kind, namespace, name).
+
+    ``kind`` is the store kind (``store_kind``): group-qualified for Knative's Service and Revision."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +107,8 @@ class ObjectStore:
             rows = self._db.execute(query + " ORDER BY namespace, name", params).fetchall()
         return [_decode(kind, ns, name, body, status) for ns, name, body, status in rows]
 
-    def kinds(self) -> list[str]:
-        """Every kind with at least one stored object."""
+    def kinds(self) -> builtins.list[str]:  # ``list`` here is the method above
+        """Every store kind with at least one stored object."""
         with self._lock:
             return [kind for (kind,) in self._db.execute("SELECT DISTINCT kind FROM objects ORDER BY kind")]
 
@@ -143,7 +146,7 @@ def _decode(kind: str, namespace: str, name: str, body: str, status: str) -> Kub
         log.warning("stored %s %s/%s is not a JSON object; it is kept only so that it can be deleted", kind, namespace, name)
         obj = {}
     meta = obj.get("metadata")
-    obj = {**obj, "kind": kind,
+    obj = {**obj, "kind": object_kind(kind),
            "metadata": {**(meta if isinstance(meta, dict) else {}), "namespace": namespace, "name": name}}
     return {**obj, "status": _json_object(status) or {}}
 
@@ -156,11 +159,36 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+# API groups whose kinds share a name with a core kind: their objects are stored under ``Kind.group``
+# (kubectl's spelling) so that a Knative Service ``x-predictor`` and the core Service of the same name
+# are two objects. Core and KServe kinds keep their plain names, so databases written before still read.
+KNATIVE_GROUP = "serving.knative.dev"
+QUALIFIED_GROUPS = frozenset({KNATIVE_GROUP})
+KNATIVE_SERVICE = f"Service.{KNATIVE_GROUP}"
+KNATIVE_REVISION = f"Revision.{KNATIVE_GROUP}"
+
+
+def store_kind(obj: KubeObject) -> str:
+    """The kind ``obj`` is stored (and listed, fetched, deleted) under: ``Kind.group`` for the groups in
+    ``QUALIFIED_GROUPS``, the plain kind otherwise."""
+    kind = obj.get("kind")
+    if not kind or not isinstance(kind, str):
+        raise ValueError("an object needs kind and metadata.name")
+    api_version = obj.get("apiVersion")
+    group = api_version.partition("/")[0] if isinstance(api_version, str) and "/" in api_version else ""
+    return f"{kind}.{group}" if group in QUALIFIED_GROUPS else kind
+
+
+def object_kind(kind: str) -> str:
+    """The ``kind`` field of an object stored under ``kind`` (``Service.serving.knative.dev`` -> ``Service``)."""
+    return kind.partition(".")[0]
+
+
 def key_of(obj: KubeObject) -> tuple[str, str, str]:
     meta = obj.get("metadata") or {}
-    kind = obj.get("kind")
+    kind = store_kind(obj)
     name = meta.get("name")
-    if not kind or not name:
+    if not name:
         raise ValueError("an object needs kind and metadata.name")
     # Cluster-scoped kinds live under the empty namespace.
     namespace = "" if kind in CLUSTER_SCOPED else (meta.get("namespace") or "default")
