@@ -45,7 +45,7 @@ class DeploymentSettings(BaseModel):
 class PlatformConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    deployment: DeploymentSettings = DeploymentSettings()
+    deployment: DeploymentSettings = DeploymentSettings(defaultDeploymentMode="Standard")
     autoscaler_data: dict[str, str] = Field(default_factory=dict, alias="autoscaler")
 
     @field_validator("autoscaler_data", mode="before")
