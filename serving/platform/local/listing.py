@@ -42,6 +42,7 @@ class Column:
     header: str
     cell: CellFn
     wide: bool = False  # shown with -o wide only
+    json_path: str = ""  # a CRD printer column's path (kubectl's own printers have none)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def crd_column(header: str, path: str, kind: str = "string", wide: bool = False)
             return json.dumps(value, separators=(",", ":"))
         return str(value)
 
-    return Column(header.upper(), cell, wide)
+    return Column(header.upper(), cell, wide, path)
 
 
 _NAME = Column("NAME", _name)
