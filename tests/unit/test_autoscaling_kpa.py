@@ -89,7 +89,7 @@ def test_panic_exponential_track_and_stabilize() -> None:
     ("PanicModeDoublePodCount", 10, 84, 50, 100, 1, {}, None, 10, ebc(10, 84, 100, 1)),
 ])
 def test_knative_scale_table(label: str, target: float, tbc: float, stable: float, panic: float, ready: int,
-                             changes: dict[str, object], prep: tuple[float, int] | None, want: int, want_ebc: float) -> None:
+                             changes: dict[str, Any], prep: tuple[float, int] | None, want: int, want_ebc: float) -> None:
     d = decider(target, tbc, **changes)
     if prep is not None:
         d.panic_time, d.max_panic_pods = prep
