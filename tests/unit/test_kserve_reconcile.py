@@ -6,7 +6,6 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-
 from schemas import sample_files
 
 from serving.kserve import (
@@ -14,11 +13,9 @@ from serving.kserve import (
     ReconcileError,
     admit_inference_service,
     admit_serving_runtime,
-    builtin_runtimes,
     load_runtimes,
     reconcile,
     render,
-    resolve_runtime,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kserve"
@@ -163,9 +160,11 @@ def test_pvc_models_are_mounted_directly():
         ({}, (1, 1), {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}),
         ({"minReplicas": 0}, (1, 1), {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}),
         ({"minReplicas": 3}, (3, 3), {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}),
-        ({"minReplicas": 2, "maxReplicas": 6, "scaleTarget": 50}, (2, 6), {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}),
+        ({"minReplicas": 2, "maxReplicas": 6, "scaleTarget": 50}, (2, 6),
+         {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}),
         # KServe's getHPAMetrics: a memory scaleTarget is a utilization percentage, like cpu's.
-        ({"scaleMetric": "memory", "scaleTarget": 60}, (1, 1), {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 60}}),
+        ({"scaleMetric": "memory", "scaleTarget": 60}, (1, 1),
+         {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 60}}),
     ],
 )
 def test_hpa_bounds_and_metric(extension, bounds, metric):
@@ -175,7 +174,8 @@ def test_hpa_bounds_and_metric(extension, bounds, metric):
 
 
 def test_without_hpa_the_deployment_carries_the_replicas():
-    manifest = _manifest({"sklearn": {"storageUri": "gs://b/m"}, "minReplicas": 2}, annotations={"serving.kserve.io/autoscalerClass": "none"})
+    manifest = _manifest({"sklearn": {"storageUri": "gs://b/m"}, "minReplicas": 2},
+                         annotations={"serving.kserve.io/autoscalerClass": "none"})
     objects = _objects(manifest)
     assert "HorizontalPodAutoscaler" not in objects
     assert objects["Deployment"]["spec"]["replicas"] == 2
@@ -233,8 +233,9 @@ def test_upstream_runtimes_render_for_every_standard_sample():
             doc.setdefault("metadata", {}).setdefault("annotations", {})["serving.kserve.io/deploymentMode"] = "Standard"
             try:
                 objects = render(doc, runtimes)
-            except Exception as exc:  # noqa: BLE001 - a sample may be ModelMesh or need a runtime upstream lacks
-                assert getattr(exc, "reason", None) in {"NoSupportingRuntime", "DeploymentModeNotSupported"} or "ModelMesh" in str(exc), (path.name, exc)
+            except Exception as exc:
+                reason = getattr(exc, "reason", None)
+                assert reason in {"NoSupportingRuntime", "DeploymentModeNotSupported"} or "ModelMesh" in str(exc), (path.name, exc)
                 continue
             for obj in objects:
                 kubernetes_validate.validate(obj, "1.30.0", strict=True)
