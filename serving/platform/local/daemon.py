@@ -56,6 +56,7 @@ from serving.kserve.types import ClusterServingRuntime, ServingRuntime
 from serving.platform.local.api import build_api
 from serving.platform.local.deployments import DeploymentRunner
 from serving.platform.local.failures import RECONCILE_FAILED, describe_failure, failed_status, ignored_status
+from serving.platform.local.forkserver import ForkServer
 from serving.platform.local.gateway import Gateway
 from serving.platform.local.limits import PlatformLimits
 from serving.platform.local.orphans import stop_orphans
@@ -99,6 +100,8 @@ class Daemon:
         self.llm_config = LLMReconcileConfig()
         self.builtin_runtimes = builtin_runtimes()  # read once: reconcile passes run every second
         self.runners: dict[tuple[str, str], DeploymentRunner] = {}
+        # Forks model-server replicas from a pre-imported runtime (fork server, issue 11 item 5).
+        self.fork_server = ForkServer.from_env(state)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._storage_settings = None
@@ -149,6 +152,8 @@ class Daemon:
     async def run(self) -> None:
         with _single_instance(self.files.lock):
             stop_orphans(self.files.pods)  # what a killed predecessor left running; replicas start fresh below
+            if self.fork_server is not None:
+                await self.fork_server.start()  # imports in the background; replicas spawn until it is ready
             port = await self.gateway.start(self.gateway_host, self.gateway_port)
             self.gateway_port = port
             # Bound 0600 in the 0700 state directory, and each peer's uid checked (its own or root).
@@ -168,13 +173,15 @@ class Daemon:
                 while not self._stop.is_set():
                     try:
                         self.reconcile_all()
-                    except Exception:  # noqa: BLE001 - one bad object must not stop the platform
+                    except Exception:  # one bad object must not stop the platform
                         log.exception("reconcile pass failed")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wait_for_work(), RESYNC_SECONDS)
             finally:
                 api.should_exit = True
                 await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
+                if self.fork_server is not None:
+                    await self.fork_server.stop()
                 await self.gateway.stop()
                 with contextlib.suppress(Exception):
                     await api_task
@@ -202,7 +209,7 @@ class Daemon:
                 try:
                     self._owned[key] = reconcile_one(obj)
                     self._failures.pop(key, None)
-                except Exception as exc:  # noqa: BLE001 - one bad object must not stop the others
+                except Exception as exc:  # one bad object must not stop the others
                     self._report_failure(key, obj, exc)
                 desired_deployments |= self._owned.get(key, set())  # a failing object keeps what it ran
         for key in [k for k in self._owned if k not in live]:
@@ -216,7 +223,7 @@ class Daemon:
         for key, runner in self.runners.items():
             try:
                 runner.step()
-            except Exception:  # noqa: BLE001 - one Deployment's trouble must not stop the others' replicas
+            except Exception:  # one Deployment's trouble must not stop the others' replicas
                 log.exception("stepping Deployment %s/%s failed", *key)
 
     def _report_failure(self, key: tuple[str, str, str], stored: dict[str, Any], exc: Exception) -> None:
@@ -295,7 +302,7 @@ class Daemon:
         runner = self.runners.get(key)
         if runner is None:
             runner = self.runners[key] = DeploymentRunner(deployment, replicas, self.files.pods, self._fetch_model,
-                                                          self.wake, self._python_for)
+                                                          self.wake, self._python_for, self.fork_server)
         else:
             runner.update(deployment, replicas)
         return runner

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from serving.platform.local.forkserver import ForkServer
 from serving.platform.local.pods import PodPlan, plan_pod
 from serving.platform.local.replicas import ModelFetcher, PythonResolver, Replica, ReplicaInfo
 from serving.platform.local.routes import Endpoint
@@ -32,14 +33,17 @@ def template_hash(deployment: dict[str, Any]) -> str:
 
 class DeploymentRunner:
     def __init__(self, deployment: dict[str, Any], replicas: int, pods_dir: Path, fetch_model: ModelFetcher,
-                 on_change: Callable[[], None], resolve_python: PythonResolver | None = None) -> None:
+                 on_change: Callable[[], None], resolve_python: PythonResolver | None = None,
+                 fork_server: ForkServer | None = None) -> None:
         self._resolve_python = resolve_python
+        self._fork_server = fork_server  # replicas fork from it when they can (cold start in tenths of a second)
         self.namespace = deployment["metadata"].get("namespace", "default")
         self.name = deployment["metadata"]["name"]
         self._pods_dir = pods_dir
         self._fetch_model = fetch_model
         self._on_change = on_change
         self._sets: dict[str, list[Replica]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # replicas being stopped (a reference keeps each task alive)
         self._plans: dict[str, PodPlan] = {}
         self.current: str | None = None  # the hash of the set that completed its rollout
         self.desired: str = ""
@@ -54,7 +58,7 @@ class DeploymentRunner:
             try:
                 self._plans[desired] = plan_pod(deployment["spec"]["template"])
                 self.plan_error = None
-            except Exception as exc:  # noqa: BLE001 - reported in status, old version keeps serving
+            except Exception as exc:  # reported in status, old version keeps serving
                 self.plan_error = str(exc)
                 return
         self.desired = desired
@@ -72,20 +76,25 @@ class DeploymentRunner:
                 self._fetch_model,
                 self._on_change,
                 self._resolve_python,
+                self._fork_server,
             )
             replicas.append(replica)
             replica.start()
         while len(replicas) > self.replicas:
-            asyncio.create_task(replicas.pop().stop())
+            self._stop_later(replicas.pop())
         # Once the desired set is fully ready, every other set goes: the old version after a rollout,
         # or an abandoned failed rollout once the spec is rolled back.
-        if len(self._sets) > 1 or self.current != self.desired:
-            if sum(r.ready for r in replicas) >= self.replicas:
-                for old_hash in [h for h in self._sets if h != self.desired]:
-                    for replica in self._sets.pop(old_hash):
-                        asyncio.create_task(replica.stop())
-                self.current = self.desired
-                self._on_change()
+        if (len(self._sets) > 1 or self.current != self.desired) and sum(r.ready for r in replicas) >= self.replicas:
+            for old_hash in [h for h in self._sets if h != self.desired]:
+                for replica in self._sets.pop(old_hash):
+                    self._stop_later(replica)
+            self.current = self.desired
+            self._on_change()
+
+    def _stop_later(self, replica: Replica) -> None:
+        task = asyncio.create_task(replica.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     @property
     def rollout_failed(self) -> bool:
