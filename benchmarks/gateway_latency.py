@@ -14,6 +14,11 @@ Load comes from ``wrk`` (Debian package) with a Lua script for the POST body, el
 load generator in a separate process. Direct and gateway runs alternate, ``--repeat`` times each, and
 the median run counts. Targets: the gateway adds < 1 ms at p50 and keeps >= 80% of direct throughput.
 Results go to ``benchmarks/results/gateway_latency.json``.
+
+``--compare-with DIR`` (a git worktree of an earlier commit, e.g. ``git worktree add /tmp/http-before HEAD``)
+runs one model server and two standalone gateways, this tree's and DIR's, and alternates direct, before and
+after in every round: latency at concurrency 1, throughput at ``--concurrency`` and each gateway's CPU time
+per request (utime + stime from ``/proc``). Results go to ``benchmarks/results/gateway_before_after.json``.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,6 +225,67 @@ def _daemon() -> Iterator[tuple[str, str, str]]:
             stop_daemon(state)
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _gateway_from(source: Path, port: int, server_port: int) -> list[str]:
+    """The standalone gateway as ``source`` has it: ``-P`` keeps the working directory off sys.path, so
+    PYTHONPATH (set by the caller) decides which tree's ``serving`` is imported."""
+    return [sys.executable, "-P", "-m", "serving.platform.local.gateway", "--port", str(port),
+            "--route", f"default/iris=127.0.0.1:{server_port}"]
+
+
+def compare(before: Path, duration: float, repeat: int, upstream: str, concurrency: int) -> dict[str, Any]:
+    """This tree's gateway against ``before``'s, interleaved in every round against one model server."""
+    load = _wrk if shutil.which("wrk") else _python_load
+    server_port = free_port()
+    command, upstream_name = _upstream_command(upstream, server_port)
+    rows: dict[str, list[dict[str, float]]] = {"direct": [], "before": [], "after": []}
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running(command))
+        wait_http(f"http://127.0.0.1:{server_port}/v2/health/ready", timeout=60, proc=server)
+        urls = {"direct": f"http://127.0.0.1:{server_port}{DIRECT_PATH}"}
+        pids: dict[str, int] = {}
+        for name, source in (("before", before), ("after", REPO)):
+            port = free_port()
+            proc = stack.enter_context(running(_gateway_from(source, port, server_port),
+                                               env={"PYTHONPATH": str(source)}, cwd=source))
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+            urls[name], pids[name] = f"http://127.0.0.1:{port}{GATEWAY_PATH}", proc.pid
+        for url in urls.values():
+            load(url, 4, 2)
+        for round_ in range(repeat):
+            order = ["direct", "before", "after"] if round_ % 2 == 0 else ["direct", "after", "before"]
+            for name in order:
+                latency = load(urls[name], 1, duration)
+                cpu = _cpu_seconds(pids[name]) if name in pids else 0.0
+                started = time.monotonic()
+                throughput = load(urls[name], concurrency, duration)
+                elapsed = time.monotonic() - started
+                row = {"p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "rps_c1": latency["rps"],
+                       "rps": throughput["rps"]}
+                if name in pids:
+                    requests = throughput["rps"] * min(elapsed, max(1, round(duration)))
+                    row["cpu_us_per_request"] = (_cpu_seconds(pids[name]) - cpu) / requests * 1e6
+                rows[name].append(row)
+                print(f"round {round_ + 1} {name:>6}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+    summary: dict[str, Any] = {}
+    for name in ("before", "after"):
+        pairs = list(zip(rows["direct"], rows[name], strict=True))
+        summary[name] = {
+            "added_p50_ms": statistics.median(g["p50_ms"] - d["p50_ms"] for d, g in pairs),
+            "added_p99_ms": statistics.median(g["p99_ms"] - d["p99_ms"] for d, g in pairs),
+            "throughput_ratio": statistics.median(g["rps"] / d["rps"] for d, g in pairs),
+            "cpu_us_per_request": [round(r["cpu_us_per_request"], 1) for r in rows[name]],
+        }
+    return {"benchmark": "gateway_before_after", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "upstream": upstream_name, "before": str(before), "duration_s": duration, "repeat": repeat,
+            "concurrency": concurrency, "rows": rows, "summary": summary}
+
+
 def run(duration: float, repeat: int, upstream: str, concurrency: int, via: str = "daemon") -> dict[str, Any]:
     load = _wrk if shutil.which("wrk") else _python_load
     tool = "wrk" if load is _wrk else "python load generator"
@@ -240,9 +306,9 @@ def run(duration: float, repeat: int, upstream: str, concurrency: int, via: str 
     # The verdicts use paired runs (direct then gateway, back to back), so that drift in what else the
     # machine is doing cancels out; the median over the pairs counts.
     lat_runs, thr_runs = results["latency_c1"], results[f"throughput_c{concurrency}"]
-    added = statistics.median(g["p50_ms"] - d["p50_ms"] for d, g in zip(lat_runs["direct"], lat_runs["gateway"]))
-    added_p99 = statistics.median(g["p99_ms"] - d["p99_ms"] for d, g in zip(lat_runs["direct"], lat_runs["gateway"]))
-    ratio = statistics.median(g["rps"] / d["rps"] for d, g in zip(thr_runs["direct"], thr_runs["gateway"]))
+    added = statistics.median(g["p50_ms"] - d["p50_ms"] for d, g in zip(lat_runs["direct"], lat_runs["gateway"], strict=True))
+    added_p99 = statistics.median(g["p99_ms"] - d["p99_ms"] for d, g in zip(lat_runs["direct"], lat_runs["gateway"], strict=True))
+    ratio = statistics.median(g["rps"] / d["rps"] for d, g in zip(thr_runs["direct"], thr_runs["gateway"], strict=True))
     return {
         "benchmark": "gateway_latency",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -295,7 +361,17 @@ def main() -> None:
                         help="upstream for --via standalone")
     parser.add_argument("--via", choices=["daemon", "standalone"], default="daemon",
                         help="the gateway inside a real odh daemon (default) or alone in its own process")
+    parser.add_argument("--compare-with", type=Path, metavar="DIR",
+                        help="a worktree of an earlier commit: its standalone gateway against this tree's, interleaved")
     args = parser.parse_args()
+    if args.compare_with is not None:
+        result = compare(args.compare_with.resolve(), args.duration, args.repeat, args.upstream, args.concurrency)
+        out = RESULTS.with_name("gateway_before_after.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        for name, figures in result["summary"].items():
+            print(f"{name}: " + json.dumps(figures))
+        return
     result = run(args.duration, args.repeat, args.upstream, args.concurrency, args.via)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

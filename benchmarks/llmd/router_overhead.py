@@ -14,6 +14,9 @@ The load generator is ``wrk`` (C, one thread) with a Lua POST script, in its own
 - ``--profile``: one more run of our router under cProfile (and py-spy when installed in /tmp/vr-venv),
   printing where its time goes.
 
+- ``--compare-with DIR``: in every round, also our router as the tree at DIR has it (a git worktree of an
+  earlier commit), measured right after this tree's: the same-run before/after comparison.
+
 Targets: added p50 <= 1 ms; our requests per router-core-second >= half of vllm-router's.
 """
 
@@ -33,9 +36,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.llmd.common import (  # noqa: E402
-    MODEL, PY, Procs, busy_processes, cpu_seconds, free_port_block, machine_load, start_ours, start_sim,
-    start_vllm_router, vllm_router_bin, wait_http,
+from benchmarks.llmd.common import (
+    MODEL,
+    PY,
+    Procs,
+    busy_processes,
+    cpu_seconds,
+    free_port_block,
+    machine_load,
+    start_ours,
+    start_sim,
+    start_vllm_router,
+    vllm_router_bin,
+    wait_http,
 )
 
 TARGET_ADDED_P50_MS = 1.0
@@ -65,7 +78,7 @@ done = function(summary, latency, requests)
     latency:percentile(90), latency:percentile(99), latency.mean, summary.errors.status,
     summary.errors.connect, summary.errors.read, summary.errors.timeout))
 end
-""" % (MODEL, MODEL)
+""" % (MODEL, MODEL)  # noqa: UP031 - a Lua template full of %%d escapes reads better with % than with braces
 
 
 def wrk(url: str, script: Path, conns: int, seconds: float, watch: dict[str, int] | None = None) -> dict:
@@ -111,6 +124,24 @@ def measure(name: str, url: str, pid: int, sim_pid: int, script: Path, args: arg
     return row
 
 
+def start_ours_from(procs: Procs, sim, source: Path) -> tuple[object, str]:
+    """Our router as the tree at ``source`` has it: ``-P`` keeps the working directory off sys.path so that
+    PYTHONPATH picks the tree."""
+    from benchmarks.llmd.common import BLOCK, HOST, TOKENIZER
+
+    port = free_port_block(1)
+    argv = [PY, "-P", "-m", "serving.llmd.serve", "--port", str(port), "--host", HOST, "--model", MODEL,
+            "--block-size", str(BLOCK)]
+    if TOKENIZER:
+        argv += ["--tokenizer", TOKENIZER]
+    for i, u in enumerate(sim.urls):
+        argv += ["--engine", f"{u}={sim.zmq[i]},replay={sim.replay[i]}" if sim.zmq else u]
+    p = procs.start("ours-before", argv, env={"PYTHONPATH": str(source)})
+    url = f"http://{HOST}:{port}"
+    wait_http(url, p, path="/v1/models")
+    return p, url
+
+
 def profile_ours(procs: Procs, sim, script: Path, args: argparse.Namespace) -> str:
     """Our router under cProfile for one throughput run, plus py-spy's view when available."""
     out = []
@@ -137,7 +168,7 @@ def profile_ours(procs: Procs, sim, script: Path, args: argparse.Namespace) -> s
         buf = io.StringIO()
         st.stream = buf
         st.sort_stats("tottime").print_stats(25)
-        out.append("cProfile, top 25 by own time (one %ss run at c=%d):\n" % (args.seconds, args.conns)
+        out.append(f"cProfile, top 25 by own time (one {args.seconds}s run at c={args.conns}):\n"
                    + "\n".join(buf.getvalue().splitlines()[:45]))
     spy = shutil.which("py-spy") or ("/tmp/vr-venv/bin/py-spy" if Path("/tmp/vr-venv/bin/py-spy").exists() else None)
     if spy:
@@ -193,6 +224,9 @@ def main() -> None:
     ap.add_argument("--distinct-prompts", action="store_true",
                     help="a different prompt on every request (defeats the router's tokenization memo, as real traffic does)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compare-with", type=Path, metavar="DIR",
+                    help="also run our router from the tree at DIR (an earlier commit's worktree) in every round")
+    ap.add_argument("--no-peer", action="store_true", help="skip vllm-router")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is required (apt-get install wrk)")
@@ -218,7 +252,11 @@ def main() -> None:
             p, url = start_ours(procs, sim)
             rows.append({"round": r + 1, **measure("ours", url, p.pid, sim.proc.pid, script, args, direct)})
             procs.stop(p)
-            if vllm_router_bin():
+            if args.compare_with is not None:
+                p, url = start_ours_from(procs, sim, args.compare_with.resolve())
+                rows.append({"round": r + 1, **measure("ours before", url, p.pid, sim.proc.pid, script, args, direct)})
+                procs.stop(p)
+            if vllm_router_bin() and not args.no_peer:
                 p, url = start_vllm_router(procs, sim, "round_robin")
                 rows.append({"round": r + 1, **measure("vllm-router round_robin", url, p.pid, sim.proc.pid, script,
                                                       args, direct)})
