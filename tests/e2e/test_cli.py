@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from support import FIXTURES, IRIS_DIR, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -70,6 +69,11 @@ def test_up_deploy_status_predict_retire_down(tmp_path: Path) -> None:
         assert "iris" in table and "True" in table
         status = json.loads(odh("status", "iris", "-o", "json", state=state).stdout)
         assert status["status"]["url"] == url
+        # What the flow left, as kubectl would list it: the InferenceService and its one ready replica.
+        listed = json.loads(odh("get", "isvc", "-o", "json", state=state).stdout)
+        assert [(i["kind"], i["metadata"]["name"], i["status"]["url"]) for i in listed["items"]] == [("InferenceService", "iris", url)]
+        pods = odh("get", "pods", state=state).stdout.splitlines()
+        assert pods[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and pods[1].split()[1:3] == ["1/1", "Running"]
 
         for body, key in (("iris-input-v1.json", "predictions"), ("iris-input-v2.json", "outputs")):
             answer = json.loads(odh("predict", "iris", "--input", str(IRIS_DIR / body), state=state).stdout)
@@ -130,7 +134,7 @@ def test_llm_services_validate_render_apply_and_show_in_status(tmp_path: Path) -
             return status if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])) else None
 
         status = wait_until(ready_status, timeout=120, interval=1.0, what="chat Ready in `odh status`")
-        assert status["url"] == url
+        assert status is not None and status["url"] == url
         table = odh("status", state=state).stdout
         assert "chat" in table and "llm" in table
         answer = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 3}, timeout=30)
@@ -168,9 +172,12 @@ def test_up_with_a_replica_limit_refusals_ignored_junk_and_delete(tmp_path: Path
         store = ObjectStore(state / "platform.db")
         store.put({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "ownerReferences": ["x"]}})
         store.close()
-        listed = wait_until(lambda: (r := odh("status", state=state)).returncode == 0 and "ignored" in r.stderr and r,
-                            timeout=60, interval=1.0, what="the junk Deployment shown as ignored")
-        assert "Deployment default/x" in listed.stderr and "odh delete Deployment x -n default" in listed.stderr
+        def ignored_listed() -> subprocess.CompletedProcess[str] | None:
+            result = odh("status", state=state)
+            return result if result.returncode == 0 and "ignored" in result.stderr else None
+
+        listed = wait_until(ignored_listed, timeout=60, interval=1.0, what="the junk Deployment shown as ignored")
+        assert listed is not None and "Deployment default/x" in listed.stderr and "odh delete Deployment x -n default" in listed.stderr
 
         assert odh("delete", "Deployment", "x", state=state).stdout.strip() == "deleted Deployment default/x"
         assert "ignored" not in odh("status", state=state).stderr

@@ -41,7 +41,7 @@ def assert_one_line_error(result: Result, *words: str) -> None:
 
 
 @pytest.fixture()
-def manifest(tmp_path: Path):  # noqa: ANN201
+def manifest(tmp_path: Path):
     def write(text: str | bytes, name: str = "manifest.yaml") -> str:
         path = tmp_path / name
         path.write_bytes(text.encode() if isinstance(text, str) else text)
