@@ -15,8 +15,11 @@ Routing rules, first match wins:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+
+from serving.autoscaling.meter import ConcurrencyMeter
 
 PREFIX = "/serving/"
 DEFAULT_NAMESPACE = "default"
@@ -106,12 +109,41 @@ class RouteTarget:
         return f"RouteTarget({self.key}, {[str(e) for e in self.endpoints]})"
 
 
+@dataclass(frozen=True)
+class Backend:
+    """One revision behind a route, with its share of the route's traffic (see ``RouteTable.set_split``)."""
+
+    revision: str  # a Knative revision name, or a Standard Deployment name
+    percent: int  # 0..100; a route's backends sum to 100 (0-percent backends are reachable by tag only)
+    endpoints: tuple[Endpoint, ...]
+    tag: str | None = None  # "latest", "prev", or a user's tag
+    hold: bool = True  # False: no ready replica is an immediate 503 (a failed or unknown revision)
+
+
 class RouteTable:
     """InferenceService routes by ``(namespace, name)``, with an index by name for rule 3."""
 
     def __init__(self) -> None:
         self._targets: dict[tuple[str, str], RouteTarget] = {}
         self._by_name: dict[str, RouteTarget | None] = {}
+        self._meters: dict[tuple[str, str], ConcurrencyMeter] = {}
+        # (namespace, revision): a request waits for a revision without a ready replica (the daemon's KPA).
+        self.on_activate: Callable[[str, str], None] | None = None
+
+    def set_split(self, namespace: str, name: str, backends: Sequence[Backend]) -> None:
+        """Route ``namespace/name`` to ``backends`` by their percent.
+
+        Interim: the endpoints of every backend with traffic share the route (no weights, no tags, no
+        holding) until the gateway's split and activator land.
+        """
+        self.set(namespace, name, [ep for b in backends if b.percent > 0 for ep in b.endpoints])
+
+    def meter(self, namespace: str, revision: str) -> ConcurrencyMeter:
+        """The revision's request meter (created on first use)."""
+        meter = self._meters.get((namespace, revision))
+        if meter is None:
+            meter = self._meters[(namespace, revision)] = ConcurrencyMeter(time.monotonic())
+        return meter
 
     def set(self, namespace: str, name: str, endpoints: Sequence[Endpoint]) -> None:
         """Replace the ready endpoints of ``namespace/name``; ``[]`` means known but none ready (503)."""
