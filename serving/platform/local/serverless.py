@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from serving.autoscaling import KPA, AutoscalerConfig, ScaleDecision, kpa_settings
 from serving.autoscaling.settings import KPASettings
@@ -88,6 +91,41 @@ class RevisionScaler:
     settings: KPASettings
     last_report: float
     decision: ScaleDecision | None = None
+    ready: int = 0
+
+
+class AutoscalerCollector(Collector):
+    """Each revision's KPA on the gateway's /metrics, under Knative's autoscaler metric names."""
+
+    def __init__(self, controller: ServerlessController) -> None:
+        self._controller = controller
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["namespace_name", "revision_name"]
+        families = {
+            "desired": GaugeMetricFamily("odh_autoscaler_desired_pods", "Pods the KPA wants", labels=labels),
+            "actual": GaugeMetricFamily("odh_autoscaler_actual_pods", "Ready pods of the revision", labels=labels),
+            "panic": GaugeMetricFamily("odh_autoscaler_panic_mode", "1 while the KPA is in panic mode", labels=labels),
+            "stable": GaugeMetricFamily("odh_autoscaler_stable_request_concurrency",
+                                        "Average concurrency (or rps) over the stable window", labels=labels),
+            "panic_value": GaugeMetricFamily("odh_autoscaler_panic_request_concurrency",
+                                             "Average concurrency (or rps) over the panic window", labels=labels),
+            "target": GaugeMetricFamily("odh_autoscaler_target_concurrency_per_pod", "The per-pod target", labels=labels),
+            "ebc": GaugeMetricFamily("odh_autoscaler_excess_burst_capacity", "Excess burst capacity", labels=labels),
+        }
+        for (ns, revision), scaler in list(self._controller.scalers.items()):
+            decision = scaler.decision
+            if decision is None:
+                continue
+            values = [ns, revision]
+            families["desired"].add_metric(values, decision.desired)
+            families["actual"].add_metric(values, scaler.ready)
+            families["panic"].add_metric(values, 1.0 if decision.panic else 0.0)
+            families["stable"].add_metric(values, decision.stable_value)
+            families["panic_value"].add_metric(values, decision.panic_value)
+            families["target"].add_metric(values, scaler.settings.target)
+            families["ebc"].add_metric(values, decision.excess_burst_capacity)
+        yield from families.values()
 
 
 class ServerlessController:
@@ -217,6 +255,7 @@ class ServerlessController:
             scaler.kpa.record(now, stat.concurrency, stat.rps, stat.period)
             scaler.last_report = now
         decision = scaler.kpa.desired(now, ready)
+        scaler.ready = ready
         if scaler.decision is None or (decision.desired, decision.panic) != (scaler.decision.desired, scaler.decision.panic):
             log.info("%s/%s: KPA wants %d (ready %d, panic %s): %s", ns, rev_name, decision.desired, ready,
                      decision.panic, decision.reason)
