@@ -156,3 +156,89 @@ def test_kpa_panics_under_a_burst_scales_up_and_back_down_and_no_request_fails(p
     wait_until(lambda: gauge(gateway, "desired_pods", revision) == 1 and gauge(gateway, "actual_pods", revision) == 1,
                timeout=120, interval=0.5, what="the burst revision to scale back down")
     assert gauge(gateway, "panic_mode", revision) == 0
+
+
+# v2 of the model: answers class 2 to everything, as fast as iris answers (iris says [1, 1] to V1_BODY),
+# so that the answer says which revision served it and only the split decides where requests go.
+CONSTANT_MODEL = """
+import sys
+import joblib
+import numpy as np
+from sklearn.dummy import DummyClassifier
+
+joblib.dump(DummyClassifier(strategy="constant", constant=2).fit(np.zeros((3, 4)), [0, 1, 2]), sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def v2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("v2-model")
+    subprocess.run([sys.executable, "-c", CONSTANT_MODEL, str(out / "model.joblib")], check=True, timeout=120)
+    return out
+
+
+def served_by(response: httpx.Response) -> str | None:
+    predictions = response.json().get("predictions") if response.status_code == 200 else None
+    return {(1, 1): "v1", (2, 2): "v2"}.get(tuple(predictions or ()))
+
+
+def traffic(platform: LocalPlatform, name: str) -> dict[str, int]:
+    status = platform.get("InferenceService", "default", name)["status"]
+    return {t["revisionName"]: t["percent"] for t in status["components"]["predictor"].get("traffic") or [] if t["percent"]}
+
+
+def test_canary_split_rollback_promotion_and_tags_lose_no_request(platform: LocalPlatform, v2_model: Path) -> None:
+    name = "canary"
+    tags = {"serving.kserve.io/enable-tag-routing": "true"}
+    v1_rev, v2_rev = f"{name}-predictor-00001", f"{name}-predictor-00002"
+    platform.apply(kserve_sklearn_sample(name, tags))
+    isvc = platform.wait_ready("InferenceService", "default", name, timeout=120)
+    url = isvc["status"]["url"]
+    predict = f"{url}/v1/models/{name}:predict"
+
+    def canary(percent: int | None) -> dict[str, Any]:
+        manifest = kserve_sklearn_sample(name, tags)
+        manifest["spec"]["predictor"]["sklearn"]["storageUri"] = v2_model.as_uri()
+        if percent is not None:
+            manifest["spec"]["predictor"]["canaryTrafficPercent"] = percent
+        return manifest
+
+    async def scenario() -> dict[str, Any]:
+        # A steady background load runs through every change: not one of its requests may fail.
+        stop = asyncio.Event()
+        background = asyncio.create_task(drive(predict, V1_BODY, clients=2, stop=stop, identify=served_by))
+        found: dict[str, Any] = {}
+        try:
+            platform.apply(canary(20))
+            await wait_until_async(lambda: traffic(platform, name) == {v1_rev: 80, v2_rev: 20}, timeout=120, interval=0.2,
+                                   what="the 80/20 split once v2 is ready")
+            found["split"] = await drive(predict, V1_BODY, clients=8, total=1000, identify=served_by)
+            prefix = url.rsplit("/", 1)[0]
+            found["latest"] = await drive(f"{prefix}/latest-{name}/v1/models/{name}:predict", V1_BODY, clients=2, total=20,
+                                          identify=served_by)
+            found["prev"] = await drive(f"{prefix}/prev-{name}/v1/models/{name}:predict", V1_BODY, clients=2, total=20,
+                                        identify=served_by)
+            platform.apply(canary(0))  # rollback: everything to the previous rolled-out revision, at once
+            await wait_until_async(lambda: traffic(platform, name) == {v1_rev: 100}, timeout=30, interval=0.1,
+                                   what="the rollback to v1")
+            found["rollback"] = await drive(predict, V1_BODY, clients=8, total=200, identify=served_by)
+            platform.apply(canary(None))  # promotion: the field removed
+            await wait_until_async(lambda: traffic(platform, name) == {v2_rev: 100}, timeout=60, interval=0.1,
+                                   what="the promotion of v2")
+            found["promoted"] = await drive(predict, V1_BODY, clients=8, total=200, identify=served_by)
+        finally:
+            stop.set()
+            found["background"] = await background
+        return found
+
+    found = asyncio.run(scenario())
+    for phase, result in found.items():
+        assert not result.failures, f"{phase}: {result.describe_failures()}"
+    assert 0.15 <= found["split"].share("v2") <= 0.25, found["split"].by()
+    assert found["latest"].by() == {"v2": 20}, found["latest"].by()
+    assert found["prev"].by() == {"v1": 20}, found["prev"].by()
+    assert found["rollback"].by() == {"v1": 200}, found["rollback"].by()
+    assert found["promoted"].by() == {"v2": 200}, found["promoted"].by()
+    predictor = platform.get("InferenceService", "default", name)["status"]["components"]["predictor"]
+    assert predictor["latestRolledoutRevision"] == v2_rev
+    assert predictor["previousRolledoutRevision"] == v1_rev
