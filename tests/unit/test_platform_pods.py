@@ -176,3 +176,30 @@ def test_a_pod_directory_too_long_for_a_unix_socket_keeps_tcp_and_says_how_to_fi
                               extra_ports={8000: 41000, 5557: 41001}, ipc_dir=too_long)
     assert '"endpoint":"tcp://*:41001"' in argv[argv.index("--kv-events-config") + 1]
     assert "shorter state directory" in caplog.text and str(too_long) in caplog.text
+
+
+def test_only_the_runtimes_own_python_module_forks_and_only_without_startup_settings(tmp_path: Path) -> None:
+    """Which materialized pods the fork server may run: `python -m <a runnable module>` with its interpreter,
+    and no container env that an interpreter or a native library reads when it starts (the zygote read it)."""
+    from serving.platform.local.forkserver import ForkServer
+
+    server = ForkServer(tmp_path / "log", python="/venv/bin/python", runnable=("serving.runtimes.server",))
+    argv, env = materialize(plan_pod(template()), port=41000, model_dir=tmp_path, python="/venv/bin/python")
+    assert not server.can_fork(argv, env)  # not ready yet: the replica is spawned, nothing waits
+    server.ready = True
+    assert server.can_fork(argv, env)
+    assert not server.can_fork(["/other/venv/bin/python", *argv[1:]], env)  # a runtime environment's interpreter
+    assert not server.can_fork([argv[0], "-m", "vllm.entrypoints.openai.api_server"], env)  # not preloaded here
+    assert not server.can_fork([argv[0], "-c", "print()"], env)  # a custom command
+    for name in ("PYTHONPATH", "LD_PRELOAD", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_ARENA_MAX"):
+        assert not server.can_fork(argv, {**env, name: "1"}), name
+    assert server.can_fork(argv, {**env, "MY_SETTING": "x"})
+
+
+def test_the_fork_server_is_on_by_default_and_off_with_odh_fork_server_0(tmp_path: Path) -> None:
+    from serving.platform.local.forkserver import ForkServer
+
+    server = ForkServer.from_env(tmp_path, {})
+    assert server is not None and server.log_path == tmp_path / "forkserver.log"
+    for off in ("0", "false", "off", "No"):
+        assert ForkServer.from_env(tmp_path, {"ODH_FORK_SERVER": off}) is None
