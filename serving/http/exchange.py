@@ -48,13 +48,13 @@ class TransitionError(RuntimeError):
 
 # The same table as one bit mask per state: the check runs several times per request, and hashing an enum
 # pair goes through Enum.__hash__ in Python, while indexing and shifting an IntEnum stay in C.
-_ALLOWED: tuple[int, ...] = tuple(
+ALLOWED_MASKS: tuple[int, ...] = tuple(
     sum(1 << new for old, new in TRANSITIONS if old == state) for state in ExchangeState)
 
 
 def check_transition(old: ExchangeState, new: ExchangeState) -> ExchangeState:
     """``new`` when ``old -> new`` is legal, else ``TransitionError``."""
-    if not _ALLOWED[old] >> new & 1:
+    if not ALLOWED_MASKS[old] >> new & 1:
         raise TransitionError(f"exchange cannot go from {old.name} to {new.name}")
     return new
 

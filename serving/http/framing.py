@@ -103,13 +103,16 @@ class RequestFraming:
             return True
         return False
 
-    def check(self, version: str) -> None:
-        """The headers are all in: refuse an HTTP version we do not speak and chunked HTTP/1.0."""
+    def check(self, version: str, upgrade: bool | None = None) -> None:
+        """The headers are all in: refuse an HTTP version we do not speak and chunked HTTP/1.0; a proxy
+        passes ``upgrade`` (the parser's verdict) to refuse an upgrade with a body too."""
         if version != "1.1":
             if version != "1.0":
                 raise FramingError(f"HTTP/{version} is not supported: send HTTP/1.1")
             if self.chunked:  # RFC 9112 6.1: the framing of such a message is faulty
                 raise FramingError("Transfer-Encoding is not allowed in HTTP/1.0: send a Content-Length")
+        if upgrade is not None:
+            self.check_upgrade(upgrade)
 
     def check_upgrade(self, upgrade: bool) -> None:
         """A proxy's rule: llhttp hands the body of an upgrade request (and CONNECT) over as raw upgrade

@@ -94,7 +94,7 @@ class ConnectionPool(Generic[K, C]):
             stats.full += 1
             conn.close()
             return False
-        idle.append((conn, self.clock()))
+        idle.append((conn, self.clock() if self.keepalive_expiry is not None else 0.0))
         stats.stored += 1
         return True
 

@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 
@@ -60,6 +61,7 @@ import httptools
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from serving.autoscaling.meter import ConcurrencyMeter
 from serving.http import (
     CONSUMED,
     HOP_BY_HOP,
@@ -84,8 +86,15 @@ from serving.http import (
     status_line,
     stream_transport,
 )
-from serving.platform.local.limits import MAX_REQUEST_BODY_ENV, MAX_REQUEST_HEAD_ENV, PlatformLimits
-from serving.platform.local.routes import Endpoint, RouteTable, RouteTarget
+from serving.http.exchange import ALLOWED_MASKS
+from serving.platform.local.limits import (
+    ACTIVATOR_QUEUE_ENV,
+    ACTIVATOR_WAIT_ENV,
+    MAX_REQUEST_BODY_ENV,
+    MAX_REQUEST_HEAD_ENV,
+    PlatformLimits,
+)
+from serving.platform.local.routes import Endpoint, Route, RouteTable, RouteTarget
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +102,16 @@ log = logging.getLogger(__name__)
 REPLAY_LIMIT = 1 << 20
 # Client body bytes buffered while an upstream connection is being opened, before reading pauses.
 PENDING_LIMIT = 1 << 18
-# Idle keep-alive connections kept per endpoint, and for how long one may sit idle before it is dropped
-# rather than reused (the same bookkeeping as the router's engine pools: serving.http.ConnectionPool).
+# Idle keep-alive connections kept per endpoint (the same bookkeeping as the router's engine pools:
+# serving.http.ConnectionPool). No idle expiry: a replica's own keep-alive timeout closes them, the pool
+# drops closed ones, and the rare one closed just as it is reused is redialled (``replica_gone``).
 POOL_SIZE = 64
-POOL_KEEPALIVE_EXPIRY = 30.0
+POOL_KEEPALIVE_EXPIRY: float | None = None
+# Times a request may be sent again after a replica reset it before any response byte (a replica killed
+# under load); past it the request gets 502, so one that kills every replica it reaches cannot loop.
+MAX_RESENDS = 3
+# The Retry-After of the activator's 503s (seconds): its queue is full, or the wait ran out.
+RETRY_AFTER = b"retry-after: 1\r\n"
 # A client connection with no request in flight for this long is closed (nginx's keepalive_timeout).
 CLIENT_IDLE_TIMEOUT = 75.0
 # Bounds on how often the one sweep timer checks every client connection for the timeouts above.
@@ -106,6 +121,10 @@ _SWEEP_MIN, _SWEEP_MAX = 0.05, 5.0
 _QUEUED, _CONNECTING, _SENT = ExchangeState.QUEUED, ExchangeState.CONNECTING, ExchangeState.SENT
 _HEAD_HELD, _STREAMING, _RESPONDED = ExchangeState.HEAD_HELD, ExchangeState.STREAMING, ExchangeState.RESPONDED
 _FINISHED, _ABORTED = ExchangeState.FINISHED, ExchangeState.ABORTED
+# The meters' clock (the daemon reads them with the same one; uvloop's loop.time() is a cached, coarser clock).
+_monotonic = time.monotonic
+# Reasons a client connection stops reading (serving.http.Pause), as module constants for the same reason.
+_PIPELINE, _UPSTREAM, _PENDING, _REFUSED = Pause.PIPELINE, Pause.UPSTREAM, Pause.PENDING, Pause.REFUSED
 
 
 class _Metrics:
@@ -114,6 +133,10 @@ class _Metrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
         self.upstream_errors: dict[tuple[str, str], int] = {}
+        self.revision_requests: dict[tuple[str, str, int], int] = {}  # (namespace, revision, status)
+        self.released = 0  # held requests sent on to a replica that became ready
+        self.timeouts = 0  # held requests that waited activator_wait_s and got 503
+        self.overflow = 0  # requests that found their revision's queue full and got 503
 
     def request(self, route: str, status: int) -> None:
         key = (route, status)
@@ -147,9 +170,38 @@ class GatewayCollector(Collector):
         yield errors
         in_flight = GaugeMetricFamily(
             "odh_gateway_in_flight", "Requests in flight per route.", labels=["route"])
-        for target in self._gateway.routes.targets():
-            in_flight.add_metric([target.key], target.in_flight)
+        routes = self._gateway.routes
+        for served in routes.routes():
+            in_flight.add_metric([served.key], served.in_flight)
         yield in_flight
+        yield from self._revisions(routes.targets(), metrics)
+
+    @staticmethod
+    def _revisions(targets: list[RouteTarget], metrics: _Metrics) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Per revision (what the KPA sees) and the activator's counts."""
+        in_flight = GaugeMetricFamily(
+            "odh_gateway_revision_in_flight", "Requests for the revision in flight, held by the activator or "
+            "proxied (the concurrency its autoscaler measures).", labels=["namespace", "revision"])
+        held = GaugeMetricFamily(
+            "odh_gateway_activator_held", "Requests the activator holds for the revision until a replica is ready.",
+            labels=["namespace", "revision"])
+        for target in targets:
+            in_flight.add_metric([target.namespace, target.name], target.meter.in_flight)
+            held.add_metric([target.namespace, target.name], len(target.held))
+        yield in_flight
+        yield held
+        requests = CounterMetricFamily(
+            "odh_gateway_revision_requests", "Requests answered for the revision, by status code.",
+            labels=["namespace", "revision", "code"])
+        for (namespace, revision, code), value in sorted(metrics.revision_requests.items()):
+            requests.add_metric([namespace, revision, str(code)], value)
+        yield requests
+        yield CounterMetricFamily("odh_gateway_activator_released", "Held requests sent on to a replica that "
+                                  "became ready.", value=metrics.released)
+        yield CounterMetricFamily("odh_gateway_activator_timeouts", "Held requests answered 503 after waiting "
+                                  f"the activator's limit ({ACTIVATOR_WAIT_ENV}).", value=metrics.timeouts)
+        yield CounterMetricFamily("odh_gateway_activator_overflow", "Requests answered 503 because their "
+                                  f"revision's queue was full ({ACTIVATOR_QUEUE_ENV}).", value=metrics.overflow)
 
 
 class Gateway:
@@ -165,6 +217,8 @@ class Gateway:
         # Read on the hot path: plain attributes rather than a walk through the dataclass.
         self.max_request_body = self.limits.max_request_body
         self.max_request_head = self.limits.max_request_head
+        self.activator_queue = self.limits.activator_queue
+        self.activator_wait = self.limits.activator_wait_s
         self.host = "127.0.0.1"
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -224,8 +278,10 @@ class Gateway:
             client.check_timeouts(now)
         self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
 
-    def url_for(self, namespace: str, name: str) -> str:
-        return f"http://{self.host}:{self.port}/serving/{namespace}/{name}"
+    def url_for(self, namespace: str, name: str, tag: str | None = None) -> str:
+        """The gateway URL of ``namespace/name``, or of its revision tagged ``tag`` (the ``{tag}-{name}`` route)."""
+        route = f"{tag}-{name}" if tag else name
+        return f"http://{self.host}:{self.port}/serving/{namespace}/{route}"
 
     # -- metrics --------------------------------------------------------------------------------
 
@@ -253,7 +309,7 @@ class Gateway:
         """The exchange on ``conn`` is over: keep the connection for the next request to its endpoint when
         it is reusable (in step, kept alive, the whole request went up) and the gateway still runs."""
         conn.exchange = None
-        if self.pool.put(conn.endpoint, conn, reusable and self._server is not None) and conn.read_paused:
+        if self.pool.put(conn.endpoint, conn, reusable and self._server is not None) and conn.flow.reasons:
             conn.resume()
 
     def _dial(self, exchange: _Exchange, endpoint: Endpoint) -> None:
@@ -368,11 +424,11 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.pause(Pause.UPSTREAM)
+            self.exchange.client.pause(_UPSTREAM)
 
     def resume_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.resume(Pause.UPSTREAM)
+            self.exchange.client.resume(_UPSTREAM)
 
     # httptools callbacks
 
@@ -437,17 +493,21 @@ class _UpstreamConnection(asyncio.Protocol):
 class _Exchange:
     """One request and its response: routing, the upstream attempt(s), framing both ways.
 
-    Its progress is one ``ExchangeState`` (see ``serving.http.exchange``). Two seams for the activator:
-    ``no_ready_replica`` (the route has no endpoint to pick) and ``replica_gone`` (an endpoint went away
-    before any response byte while the request can still be sent whole); the request body stays in
-    ``replay`` while it is under ``REPLAY_LIMIT``, which is what makes the second safe.
+    Its progress is one ``ExchangeState`` (see ``serving.http.exchange``). The activator (Knative's,
+    inside the gateway) acts at two points: ``no_ready_replica`` (the revision has no endpoint to pick)
+    and ``replica_gone`` (every endpoint went away before any response byte while the request can still be
+    sent whole; the body stays in ``replay`` while it is under ``REPLAY_LIMIT``). There the exchange is
+    held in its revision's queue (``RouteTarget.held``) until the route table gives the revision
+    endpoints (``wake``), the revision goes (``drop``), or the wait or queue bound says 503. It stays in
+    the state it had (QUEUED, CONNECTING or SENT): ``held_on`` says it is held.
     """
 
     __slots__ = (
         "body_size", "chunked_in", "chunked_out", "client", "close_after", "content_length", "endpoint", "expect",
-        "gateway", "head", "headers", "http10", "keep_alive", "last_io", "local", "local_type", "loop", "method", "no_body",
-        "no_host", "out", "pending", "pending_size", "replay", "request_done", "reused", "route", "state", "status",
-        "target", "timer", "tried", "until_close", "upstream", "upstream_path", "url",
+        "gateway", "head", "headers", "held_at", "held_on", "http10", "keep_alive", "last_io", "local", "local_type", "loop",
+        "meter", "method", "no_body", "no_host", "out", "pending", "pending_size", "replay", "request_done", "resends",
+        "reused", "route", "routed", "state", "status", "target", "timer", "tried", "until_close", "upstream",
+        "upstream_path", "url",
     )
 
     def __init__(self, client: _ClientConnection) -> None:
@@ -460,7 +520,12 @@ class _Exchange:
         self.method = b"GET"
         self.keep_alive = True
         self.http10 = False
-        self.target: RouteTarget | None = None
+        self.routed: Route | None = None  # what resolve found: the InferenceService's (or a tag's) route
+        self.target: RouteTarget | None = None  # the revision chosen for this request
+        self.meter: ConcurrencyMeter | None = None  # the revision's, once the request counts for it
+        self.held_on: RouteTarget | None = None  # the revision whose queue holds this request now
+        self.held_at = 0.0  # loop time it was first held (the wait bound runs from there, across re-holds)
+        self.resends = 0  # times sent again after a replica reset it before answering
         self.route = "-"
         self.upstream_path = b"/"
         self.head = b""
@@ -489,7 +554,9 @@ class _Exchange:
         self.body_size = 0  # request body bytes the client parser has handed over
 
     def _to(self, state: ExchangeState) -> None:
-        self.state = check_transition(self.state, state)
+        if not ALLOWED_MASKS[self.state] >> state & 1:  # check_transition, inlined: this runs ~5 times per request
+            check_transition(self.state, state)  # raises, naming both states
+        self.state = state
 
     # -- the request ----------------------------------------------------------------------------
 
@@ -527,8 +594,7 @@ class _Exchange:
                 elif b"_" in lname:
                     check_lookalike(name, lname)
                 kept += (name, b": ", value, b"\r\n")
-            framing.check(version)
-            framing.check_upgrade(upgrade)
+            framing.check(version, upgrade)
         except FramingError as refusal:
             self.refuse(400, _json_escape(refusal.message))
             return
@@ -546,16 +612,17 @@ class _Exchange:
             self.local = (200, self.gateway.metrics_text())
             self.local_type = b"text/plain; version=0.0.4; charset=utf-8"
             return
-        names = named_fields(framing.tokens)
-        if names:
-            kept = drop_named(kept, names)
+        if framing.tokens:
+            names = named_fields(framing.tokens)
+            if names:
+                kept = drop_named(kept, names)
         host = framing.host
-        target, path = self.gateway.routes.resolve(url.decode("latin-1"), host.decode("latin-1") if host else None)
-        if target is None:
+        route, path = self.gateway.routes.resolve(url.decode("latin-1"), host.decode("latin-1") if host else None)
+        if route is None:
             self.local = (404, b'{"error":"no InferenceService routes %s"}' % _json_escape(url))
             return
-        self.target = target
-        self.route = target.key
+        self.routed = route
+        self.route = route.key
         kept += (b"X-Forwarded-For: ", forwarded_for + b", " + peer if forwarded_for else peer, b"\r\n")
         if host is not None:
             kept += (b"Host: ", host, b"\r\n")
@@ -576,23 +643,122 @@ class _Exchange:
             status, body = self.local
             self.respond_local(status, body)
             return
-        target = self.target
-        assert target is not None
+        route = self.routed
+        assert route is not None
+        target = route.choose()  # the revision, by the route's traffic split
+        if target is None:
+            self.fail(503, b"InferenceService %s sends no traffic to any revision" % route.key.encode())
+            return
+        self.target = target
+        # Counted from here until the response ends, held or proxied: the concurrency the KPA scales on.
+        meter = self.meter = target.meter
+        meter.started(_monotonic())
         endpoint = target.pick()
         if endpoint is None:
             self.no_ready_replica()
             return
+        self.go(endpoint)
+
+    def go(self, endpoint: Endpoint) -> None:
+        """Send the request to ``endpoint``; the caller flushes right after (the head leaves with the body)."""
         if self.expect and not self.request_done:
             # Answer Expect here (it is not forwarded): the body streams on as soon as it comes.
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.expect = False
         self.connect(endpoint, defer=True)
 
     def no_ready_replica(self) -> None:
-        """The route has no endpoint to pick (none ready, or every one tried). Today: 503. The activator's
-        seam: hold the exchange in its revision's queue and ``connect`` once a replica is ready."""
+        """The revision has no endpoint to pick (none ready, or every one tried): hold the request for it
+        (the activator), or 503 when the revision may not be waited for (failed, or routed with ``set``)."""
         target = self.target
         assert target is not None
-        self.fail(503, b"InferenceService %s has no ready replica" % target.key.encode())
+        if target.hold and not target.dropped:
+            self.hold(target)
+        else:
+            self.fail(503, b"InferenceService %s has no ready replica" % target.key.encode())
+
+    # -- the activator --------------------------------------------------------------------------
+
+    def hold(self, target: RouteTarget) -> None:
+        """Wait in ``target``'s queue for a ready replica (and ask the daemon for one), or 503 with
+        Retry-After when the queue is full or this request has waited its limit already."""
+        gateway = self.gateway
+        now = self.loop.time()
+        if not self.held_at:
+            self.held_at = now
+        left = self.held_at + gateway.activator_wait - now
+        if left <= 0:
+            self.wait_expired()
+            return
+        if not target.enqueue(self, gateway.activator_queue):
+            gateway._metrics.overflow += 1
+            self.unavailable(b"revision %s has no ready replica and %d requests wait for one already (%s)" % (
+                target.key.encode(), gateway.activator_queue, ACTIVATOR_QUEUE_ENV.encode()))
+            return
+        self.held_on = target
+        if self.timer is not None:  # a read timeout armed for a send that failed
+            self.timer.cancel()
+        self.timer = self.loop.call_later(left, self.wait_expired)
+        try:
+            gateway.routes.activate(target)
+        except Exception:  # the daemon's hook failing must not lose the request: it still waits
+            log.exception("gateway: on_activate(%s) failed", target.key)
+
+    def wake(self) -> None:
+        """The route table gave the revision endpoints (``Waiter``): try them, on the next loop turn."""
+        self.loop.call_soon(self._released)
+
+    def drop(self) -> None:
+        """The revision is gone or failed while this request waited for it (``Waiter``): 503."""
+        self.loop.call_soon(self._dropped)
+
+    def _unhold(self) -> None:
+        held_on = self.held_on
+        if held_on is not None:
+            held_on.dequeue(self)
+            self.held_on = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _released(self) -> None:
+        if self.state >= _FINISHED or self.held_on is None:
+            return
+        self._unhold()
+        target = self.target
+        assert target is not None
+        self.tried = None  # a fresh chance on every endpoint, the restarted ones included
+        endpoint = target.pick()
+        if endpoint is None:  # gone again already
+            self.no_ready_replica()
+            return
+        self.gateway._metrics.released += 1
+        self.go(endpoint)
+        self.flush_request()
+
+    def _dropped(self) -> None:
+        if self.state >= _FINISHED or self.held_on is None:
+            return
+        target = self.held_on
+        self._unhold()
+        self.unavailable(b"revision %s %s while this request waited for a replica" % (
+            target.key.encode(), b"was removed" if target.dropped else b"failed"))
+
+    def wait_expired(self) -> None:
+        self.timer = None
+        if self.state >= _FINISHED:
+            return
+        self._unhold()
+        target = self.target
+        assert target is not None
+        self.gateway._metrics.timeouts += 1
+        self.unavailable(b"revision %s had no ready replica within %gs (%s)" % (
+            target.key.encode(), self.gateway.activator_wait, ACTIVATOR_WAIT_ENV.encode()))
+
+    def unavailable(self, message: bytes) -> None:
+        """The activator's 503: the client may try again shortly."""
+        self.out.clear()
+        self.fail(503, message, RETRY_AFTER)
 
     def connect(self, endpoint: Endpoint, fresh: bool = False, defer: bool = False) -> None:
         """Use an idle pooled connection to ``endpoint`` (unless ``fresh``), else open one.
@@ -619,12 +785,12 @@ class _Exchange:
         if defer:
             self.pending.insert(0, head)
             self.pending_size += len(head)
-            self.client.resume(Pause.PENDING)
+            self.client.resume(_PENDING)
         elif self.pending:
             conn.write(head + b"".join(self.pending))
             self.pending.clear()
             self.pending_size = 0
-            self.client.resume(Pause.PENDING)
+            self.client.resume(_PENDING)
         else:
             conn.write(head)
         if self.client.flow.write_paused:
@@ -648,7 +814,7 @@ class _Exchange:
         self.pending_size += len(piece)
         self.replay.add(piece)
         if self.upstream is None and self.pending_size > PENDING_LIMIT:
-            self.client.pause(Pause.PENDING)
+            self.client.pause(_PENDING)
 
     def request_complete(self) -> None:
         self.request_done = True
@@ -695,9 +861,10 @@ class _Exchange:
                 content_length = int(value)
                 continue  # written by us below: a Connection token cannot remove it
             parts += (name, b": ", value, b"\r\n")
-        names = named_fields(tokens)
-        if names:
-            parts = parts[:1] + drop_named(parts[1:], names)
+        if tokens:
+            names = named_fields(tokens)
+            if names:
+                parts = parts[:1] + drop_named(parts[1:], names)
         if coded:
             content_length = -1  # Transfer-Encoding overrides Content-Length (RFC 9112 6.3)
         elif content_length >= 0:
@@ -749,27 +916,28 @@ class _Exchange:
             self.gateway._put_idle(conn, reusable and self.request_done and not self.pending)
         self.finish()
 
-    def respond_local(self, status: int, body: bytes) -> None:
-        """The gateway's own JSON answer (404, 502, 503, 504, /healthz)."""
+    def respond_local(self, status: int, body: bytes, extra: bytes = b"") -> None:
+        """The gateway's own JSON answer (404, 502, 503, 504, /healthz); ``extra``: more header lines."""
         self.status = status
         if not self.request_done and (self.chunked_in or self.expect or self.content_length > REPLAY_LIMIT):
             self.close_after = True  # rather than read a big body only to drop it; small ones are drained
         connection = b"close" if (self.close_after or not self.keep_alive) else b"keep-alive"
-        self.client.write(status_line(status) + b"content-type: %s\r\ncontent-length: %d\r\nconnection: %s\r\n\r\n%s"
-                          % (self.local_type, len(body), connection, body))
+        self.client.write(status_line(status) + b"content-type: %s\r\ncontent-length: %d\r\nconnection: %s\r\n%s\r\n%s"
+                          % (self.local_type, len(body), connection, extra, body))
         self._to(_RESPONDED)
         if self.request_done or self.close_after:
             self.finish()
 
     # -- failures -------------------------------------------------------------------------------
 
-    def replica_gone(self, endpoint: Endpoint, exc: BaseException, *, stale: bool) -> None:
+    def replica_gone(self, endpoint: Endpoint, exc: BaseException, *, stale: bool, sent: bool = False) -> None:
         """``endpoint`` went away before any response byte and the request can be sent again whole: the
-        connect failed (nothing was sent), or a pooled connection was ``stale`` (the replica closed it
-        as we reused it, so it never saw the request, whose body ``replay`` still holds). Safe to retry:
-        a stale connection is redialled once, fresh (the pool's other ones may be just as dead); a failed
-        connect tries the next replica, and 502 when none is left. The activator's seam for a replica
-        killed or rolled: hold the exchange until one is ready instead of the 502."""
+        connect failed (nothing was sent), a pooled connection was ``stale`` (the replica closed it as we
+        reused it, so it never saw the request), or the replica reset a fresh connection it had been
+        ``sent`` the request on (killed under load); ``replay`` still holds the body. A stale connection
+        is redialled once, fresh (the pool's other ones may be just as dead); otherwise the next replica is
+        tried, and when none is left the activator holds the request until one is ready (502 for a
+        revision that may not be waited for, or after ``MAX_RESENDS`` resets)."""
         target = self.target
         assert target is not None
         if stale:
@@ -778,16 +946,24 @@ class _Exchange:
             self.pending_size = self.replay.size
             self.connect(endpoint, fresh=True)
             return
-        log.debug("gateway: connect to %s failed: %r", endpoint, exc)
-        self.gateway._metrics.upstream_error(self.route, "connect")
+        log.debug("gateway: %s %s: %r", "reset by" if sent else "connect to", endpoint, exc)
+        self.gateway._metrics.upstream_error(self.route, "reset" if sent else "connect")
         target.release(endpoint)
         if self.tried is None:
             self.tried = []
         self.tried.append(endpoint)
         self.endpoint = None
+        if sent:
+            self.resends += 1
+            self.pending = self.replay.replay()
+            self.pending_size = self.replay.size
         following = target.pick(self.tried)
         if following is not None:
             self.connect(following)
+        elif target.hold and not target.dropped and self.resends <= MAX_RESENDS:
+            self.hold(target)
+        elif sent:
+            self.fail(502, b"upstream reset: %s" % _json_escape(str(exc) or "connection closed"))
         else:
             self.fail(502, b"upstream connect failed: %s" % _json_escape(str(exc) or type(exc).__name__))
 
@@ -806,9 +982,12 @@ class _Exchange:
         conn.close()
         if self.state >= _FINISHED:
             return
-        if kind == "reset" and self.reused and not conn.received and self.replay.replayable:
+        if kind == "reset" and not conn.received and self.replay.replayable:
+            # Before any response byte, with the body still kept: the replica never answered, so the request
+            # goes again (a reused connection the replica had closed, or a replica that went away).
             assert self.endpoint is not None
-            self.replica_gone(self.endpoint, exc or ConnectionResetError("connection closed"), stale=True)
+            self.replica_gone(self.endpoint, exc or ConnectionResetError("connection closed"), stale=self.reused,
+                              sent=not self.reused)
             return
         self.gateway._metrics.upstream_error(self.route, kind)
         if self.state >= _STREAMING:
@@ -821,10 +1000,10 @@ class _Exchange:
         else:
             self.fail(502, b"upstream %s: %s" % (kind.encode(), _json_escape(str(exc) if exc else "connection closed")))
 
-    def fail(self, status: int, message: bytes) -> None:
+    def fail(self, status: int, message: bytes, extra: bytes = b"") -> None:
         self.pending.clear()
         self.local = (status, b"")
-        self.respond_local(status, b'{"error":"%s"}' % message)
+        self.respond_local(status, b'{"error":"%s"}' % message, extra)
 
     def cut(self, status: int, message: bytes) -> None:
         """Stop this request where it is (bad, too much or too slow body): the upstream connection, with
@@ -864,23 +1043,33 @@ class _Exchange:
             conn.close()
         if self.state < _RESPONDED:
             self.status = 499  # nginx's "client closed request"
-        self._close_out(_ABORTED)
+        self.finish(_ABORTED)
 
-    def finish(self) -> None:
-        if self.state < _FINISHED:
-            self._close_out(_FINISHED)
-
-    def _close_out(self, state: ExchangeState) -> None:
+    def finish(self, state: ExchangeState = _FINISHED) -> None:
         """Count the exchange, release its endpoint and, unless aborted, let the next one in line go."""
+        if self.state >= _FINISHED:
+            return
         self._to(state)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.client.resume(Pause.UPSTREAM | Pause.PENDING)
-        if self.endpoint is not None and self.target is not None:
-            self.target.release(self.endpoint)
+        if self.held_on is not None:  # the client went away while held
+            self.held_on.dequeue(self)
+            self.held_on = None
+        self.client.resume(_UPSTREAM | _PENDING)
+        target = self.target
+        if self.endpoint is not None and target is not None:
+            target.release(self.endpoint)
             self.endpoint = None
-        self.gateway._metrics.request(self.route, self.status)
+        metrics = self.gateway._metrics
+        metrics.request(self.route, self.status)
+        meter = self.meter
+        if meter is not None:
+            assert target is not None
+            meter.finished(_monotonic())
+            key = (target.namespace, target.name, self.status)
+            counts = metrics.revision_requests
+            counts[key] = counts.get(key, 0) + 1
         if state is _FINISHED:
             self.client.exchange_finished(self)
 
@@ -949,8 +1138,9 @@ class _ClientConnection(asyncio.Protocol):
                 exchange.flush_request()
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still wait for its answer: keep the exchange running when one is.
-        if self.queue and self.current is None:
+        # A half-closed client may still wait for its answer: keep the exchange running when one is. One the
+        # activator holds is let go instead (as Knative's activator does when its client hangs up).
+        if self.queue and self.current is None and self.queue[0].held_on is None:
             self.eof = True
             return True
         return None
@@ -984,7 +1174,7 @@ class _ClientConnection(asyncio.Protocol):
         self.head_started = self.last_active
         self.head_fed = self.head_size = 0
         if len(self.queue) > 1:
-            self.pause(Pause.PIPELINE)
+            self.pause(_PIPELINE)
 
     def on_url(self, url: bytes) -> None:
         exchange = self.current
@@ -1048,7 +1238,7 @@ class _ClientConnection(asyncio.Protocol):
         if queue:
             following = queue[0]
             if len(queue) == 1:
-                self.resume(Pause.PIPELINE)
+                self.resume(_PIPELINE)
             if following.head or following.local is not None:  # its headers are in
                 following.start()
                 following.flush_request()
@@ -1059,7 +1249,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def resume(self, reason: int) -> None:
         """Lift ``reason``; reading resumes when no other reason holds it."""
-        if self.flow.resume_reading(reason):
+        if self.flow.reasons & reason and self.flow.resume_reading(reason):
             # Time we did not read is not the client's: its head and body timeouts start over.
             self.last_active = self.head_started = self.loop.time()
 
@@ -1115,7 +1305,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def _stop_reading(self) -> None:
         self.refused = True
-        self.pause(Pause.REFUSED)
+        self.pause(_REFUSED)
 
     def _parse_error(self, exc: httptools.HttpParserError) -> None:
         cause = exc.__context__

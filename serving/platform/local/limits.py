@@ -50,6 +50,8 @@ MAX_REQUEST_BODY_ENV = "ODH_MAX_REQUEST_BODY_BYTES"
 MAX_REQUEST_HEAD_ENV = "ODH_MAX_REQUEST_HEAD_BYTES"
 REQUEST_HEAD_TIMEOUT_ENV = "ODH_REQUEST_HEAD_TIMEOUT_S"
 REQUEST_BODY_TIMEOUT_ENV = "ODH_REQUEST_BODY_TIMEOUT_S"
+ACTIVATOR_QUEUE_ENV = "ODH_ACTIVATOR_QUEUE"
+ACTIVATOR_WAIT_ENV = "ODH_ACTIVATOR_WAIT_S"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class PlatformLimits:
     request_head_timeout: float = 30.0
     # Seconds a request body may go without a byte arriving (nginx's client_body_timeout).
     request_body_timeout: float = 60.0
+    # Requests the gateway's activator holds per revision while it has no ready replica; more get 503.
+    activator_queue: int = 1000
+    # Seconds a held request waits for a ready replica before it gets 503 (Retry-After).
+    activator_wait_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> PlatformLimits:
@@ -75,4 +81,6 @@ class PlatformLimits:
             max_request_head=env_number(MAX_REQUEST_HEAD_ENV, cls.max_request_head, int),
             request_head_timeout=env_number(REQUEST_HEAD_TIMEOUT_ENV, cls.request_head_timeout, float),
             request_body_timeout=env_number(REQUEST_BODY_TIMEOUT_ENV, cls.request_body_timeout, float),
+            activator_queue=env_number(ACTIVATOR_QUEUE_ENV, cls.activator_queue, int),
+            activator_wait_s=env_number(ACTIVATOR_WAIT_ENV, cls.activator_wait_s, float),
         )
