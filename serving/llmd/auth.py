@@ -49,9 +49,9 @@ class KeyRing:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        token = token.strip().encode()
+        presented = token.strip().encode()
         found = None
         for key in self.keys:  # constant time per key; no early exit on a match
-            if hmac.compare_digest(key.key.encode(), token):
+            if hmac.compare_digest(key.key.encode(), presented):
                 found = key
         return found

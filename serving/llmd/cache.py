@@ -98,7 +98,7 @@ class ResponseCache:
             return value
         try:
             value = await self.redis.get(key)
-        except Exception:  # noqa: BLE001 - a cache outage is a miss
+        except Exception:  # a cache outage is a miss
             self.redis_errors += 1
             return None
         if value is not None:
@@ -110,12 +110,12 @@ class ResponseCache:
         if self.redis is not None:
             try:
                 await self.redis.set(key, value, ex=max(1, int(self.ttl_s)))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.redis_errors += 1
 
     async def close(self) -> None:
         if self.redis is not None:
             try:
                 await self.redis.aclose()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass

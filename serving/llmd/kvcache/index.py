@@ -123,12 +123,11 @@ class KVIndex:
             self.apply(pod, event)
 
     def apply(self, pod: str, event: KVEvent) -> None:
-        kind = type(event)
-        if kind is BlockStored:
+        if type(event) is BlockStored:
             self._stored(pod, event)
-        elif kind is BlockRemoved:
+        elif type(event) is BlockRemoved:
             self._removed(pod, event)
-        elif kind is AllBlocksCleared:
+        elif type(event) is AllBlocksCleared:
             self.clear_pod(pod)
         else:
             raise TypeError(f"not a KV event: {event!r}")
@@ -172,21 +171,17 @@ class KVIndex:
         size = self.block_size
         stored = 0
         for ev in events:
-            kind = ev.kind
-            if kind == STORED:
+            if ev.kind == STORED:
                 hashes = ev.block_hashes
                 parent_hash = ev.parent_block_hash
                 if len(hashes) != 1 or ev.block_size != size or (parent_hash is None and ev.lora_id is not None):
                     self._store(pod, hashes, parent_hash, ev.token_ids, ev.block_size, ev.lora_id)
                     size = self.block_size  # the first event may have taught it
                     continue
-                if parent_hash is None:
-                    parent = self.root(None)
-                else:
-                    parent = emap.get(parent_hash)
-                    if parent is None:  # chain cannot be placed; guessing would corrupt the index
-                        self.stats.orphaned_blocks += 1
-                        continue
+                parent = self.root(None) if parent_hash is None else emap.get(parent_hash)
+                if parent is None:  # chain cannot be placed; guessing would corrupt the index
+                    self.stats.orphaned_blocks += 1
+                    continue
                 key = hash((parent, ev.token_ids)) & MASK64  # keys.block_key, inlined
                 engine_hash = hashes[0]
                 old = emap.get(engine_hash)
@@ -203,7 +198,7 @@ class KVIndex:
                     keys[key] = mask | bit
                     keys.move_to_end(key)
                 stored += 1
-            elif kind == REMOVED:
+            elif ev.kind == REMOVED:
                 self._remove(pod, ev.block_hashes)
             else:
                 self.clear_pod(pod)
@@ -236,17 +231,14 @@ class KVIndex:
         if emap is None:
             self.add_pod(pod)
             emap = self._engine[pod]
-        if parent_hash is None:
-            parent = self._roots.get(lora_id) or self.root(lora_id)
-        else:
-            parent = emap.get(parent_hash)
-            if parent is None:  # chain cannot be placed; guessing would corrupt the index
-                self.stats.orphaned_blocks += len(hashes)
-                return
+        parent = (self._roots.get(lora_id) or self.root(lora_id)) if parent_hash is None else emap.get(parent_hash)
+        if parent is None:  # chain cannot be placed; guessing would corrupt the index
+            self.stats.orphaned_blocks += len(hashes)
+            return
         bit = 1 << self._ids[pod]
         keys = self._keys
         get = keys.get
-        for engine_hash, key in zip(hashes, block_keys_from_tuple(tokens, size, parent)):
+        for engine_hash, key in zip(hashes, block_keys_from_tuple(tokens, size, parent), strict=True):
             old = emap.get(engine_hash)
             if old is not None and old != key:
                 self._unset(old, bit)

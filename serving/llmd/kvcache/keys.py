@@ -72,7 +72,7 @@ def block_keys_from_tuple(tokens: tuple[int, ...], block_size: int, parent: int 
     """``block_keys`` over token ids already validated and made a tuple (the event decoder does both)."""
     if len(tokens) == block_size:  # one block: the common event, skip the loop
         return [hash((parent, tokens)) & MASK64]
-    out = []
+    out: list[int] = []
     append = out.append
     prev = parent
     for i in range(0, len(tokens) - len(tokens) % block_size, block_size):

@@ -137,7 +137,7 @@ class KVEventSubscriber:
         # capped ingest at ~19k messages/s (benchmarks/llmd/indexer.py --zmq). So one await waits for
         # traffic, and a synchronous view of the same socket then takes what is already queued, up to
         # DRAIN_BUDGET messages before yielding to the router's requests on the shared loop.
-        drain = zmq.Socket.shadow(sub.underlying)
+        drain: zmq.Socket[bytes] = zmq.Socket.shadow(sub.underlying)
         try:
             while True:
                 await self._handle_logged(stream, await sub.recv_multipart())

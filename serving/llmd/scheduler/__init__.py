@@ -79,4 +79,5 @@ __all__ = [
     "load_config",
     "loads_config",
     "parse_config",
+    "pod_saturated",
 ]

@@ -32,7 +32,7 @@ class BlockLRU:
     only usable when every block before it is cached too.
     """
 
-    __slots__ = ("capacity", "_keys")
+    __slots__ = ("_keys", "capacity")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
@@ -75,7 +75,7 @@ class WorkingSet:
     reuse, so when this count nears the pod's capacity, adding a new prefix evicts live data.
     """
 
-    __slots__ = ("window", "max_size", "_seen", "_pruned_at")
+    __slots__ = ("_pruned_at", "_seen", "max_size", "window")
 
     def __init__(self, window: float, max_size: int = 1 << 20) -> None:
         self.window = window
@@ -90,7 +90,7 @@ class WorkingSet:
         self._pruned_at = now
         seen, horizon = self._seen, now - self.window
         while seen:
-            key, t = next(iter(seen.items()))
+            t = next(iter(seen.values()))
             if t >= horizon:
                 break
             seen.popitem(last=False)

@@ -14,7 +14,8 @@ import contextlib
 import signal
 import socket
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any
 
 import uvicorn
 import zmq.asyncio
@@ -122,9 +123,18 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
 
-    tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, listeners)]
-    while not all(s.started for s in servers):
+    tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, listeners, strict=True)]
+    # uvicorn's ``started`` is a plain flag with no event to await, so poll it; a server whose task has ended
+    # failed to start, and waiting on it would spin forever.
+    while not all(s.started for s in servers) and not any(t.done() for t in tasks):  # noqa: ASYNC110 - see above
         await asyncio.sleep(0.02)
+    if not all(s.started for s in servers):
+        stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for p in publishers:
+            await p.close()
+        ctx.term()
+        raise SystemExit(f"an engine failed to start: {[r for r in results if isinstance(r, BaseException)]}")
     for i, app in enumerate(apps):
         a = app.address
         print(f"engine {i} url=http://{a.host}:{a.port} model={args.model} zmq={a.zmq_endpoint or '-'} "
@@ -140,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         import uvloop
 
-        runner = uvloop.run
+        runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         runner = asyncio.run
     runner(run(args))

@@ -26,7 +26,7 @@ from typing import Any
 from serving.llmd.sim.events import all_blocks_cleared, block_removed, block_stored
 from serving.llmd.sim.hashing import VllmBlockHasher
 
-EventSink = Callable[[list[dict[str, Any]]], None]
+EventSink = Callable[[list[dict[str, Any]]], object]  # what it returns (a publisher's seq) is not used
 
 # Block hashes are vLLM's own (``hashing.py``): the KV events a router sees carry the same values a real
 # engine would send for the same tokens, seed and algorithm. Our indexer never relies on them (it keys

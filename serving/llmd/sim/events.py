@@ -74,7 +74,7 @@ class KVEventPublisher:
         self._seq = 0
         self._buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer_steps)
         # A plain (sync) PUB socket: sends never block and need no awaiting.
-        self._pub = zmq.Context.instance().socket(zmq.PUB)
+        self._pub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.setsockopt(zmq.SNDHWM, 100_000)
         self._pub.bind(endpoint)

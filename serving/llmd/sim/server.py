@@ -73,7 +73,7 @@ class _Metrics:
         self.labels = {"model_name": cfg.model, "engine": "0"}
         # auto_describe: the registry learns this collector's names, so ``restricted_registry`` can filter.
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
         self.ttft = Histogram(
             "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
             labelnames=list(self.labels), buckets=TTFT_BUCKETS, registry=self.registry,
