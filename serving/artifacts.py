@@ -28,7 +28,7 @@ class UploadedModel:
 
 
 def is_local(source: str) -> bool:
-    return source.startswith("file://") or "://" not in source and not source.startswith("models:/")
+    return source.startswith("file://") or ("://" not in source and not source.startswith("models:/"))
 
 
 def upload_model(source: str, artifact_dir: Path, settings: StorageSettings, model_format: str | None = None) -> UploadedModel:

@@ -28,8 +28,9 @@ class Platform(Protocol):
         """Delete the object and everything it owns; False when it did not exist."""
         ...
 
-    def wait_ready(self, kind: str, namespace: str, name: str, timeout: float) -> KubeObject:
-        """Block until the object's Ready condition is True. Raises ReadyTimeoutError."""
+    def wait_ready(self, kind: str, namespace: str, name: str, timeout: float, generation: int | None = None) -> KubeObject:
+        """Block until the object's Ready condition is True (for ``generation`` or later, when given: the spec
+        just applied, not the one before it). Raises ReadyTimeoutError."""
         ...
 
 

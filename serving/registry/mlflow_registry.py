@@ -10,8 +10,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from serving.errors import RegistryError
+
+if TYPE_CHECKING:  # mlflow is imported lazily: it is slow to import
+    from mlflow.entities.model_registry import ModelVersion
 
 DIGEST_TAG = "odh.digest"
 DEPLOYMENT_TAGS = ("odh.deployment.name", "odh.deployment.namespace", "odh.deployment.url", "odh.deployment.status")
@@ -91,6 +95,8 @@ class ModelRegistry:
         name, alias, version = parse_models_uri(uri)
         if version is not None:
             return self.get_version(name, version)
+        if alias is None:  # cannot happen: the URI pattern gives exactly one of the two
+            raise RegistryError(f"{uri!r} names neither an alias nor a version")
         try:
             found = self._client.get_model_version_by_alias(name, alias)
         except MlflowException as exc:
@@ -135,12 +141,12 @@ class ModelRegistry:
                     raise
 
 
-def _to_version(found) -> RegisteredVersion:  # noqa: ANN001 - mlflow's ModelVersion
+def _to_version(found: ModelVersion) -> RegisteredVersion:
     tags = dict(found.tags or {})
     return RegisteredVersion(
         name=found.name,
         version=str(found.version),
-        source=found.source,
+        source=found.source or "",  # MLflow types it optional; a version registered without one has nothing to serve
         digest=tags.get(DIGEST_TAG),
         aliases=tuple(found.aliases or ()),
         tags=tags,

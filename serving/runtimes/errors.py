@@ -6,6 +6,10 @@ They subclass ``ServingError`` so library callers catch one base; the server tur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
 from serving.errors import ServingError
 
 
@@ -13,7 +17,8 @@ class InferenceServerError(ServingError):
     """Base of the model server's errors; ``status_code`` is what the HTTP layer answers, with ``headers``."""
 
     status_code = 500
-    headers: dict[str, str] = {}
+    # Read-only: a class attribute is shared by every instance, so no handler may add to it.
+    headers: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
 
 class InvalidInput(InferenceServerError):
@@ -38,7 +43,7 @@ class ServerBusy(InferenceServerError):
     """Every predict thread is busy and the queue behind them is full: try again shortly."""
 
     status_code = 503
-    headers = {"Retry-After": "1"}
+    headers = MappingProxyType({"Retry-After": "1"})
 
 
 class ModelNotReady(InferenceServerError):

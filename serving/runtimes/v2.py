@@ -181,11 +181,11 @@ def _decode_input(raw: Any, index: int, body: bytes, offset: int, binary_allowed
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{index}] has no 'name'")
     datatype = raw.get("datatype")
-    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
-    if dtype is None:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInput(
             f"input '{name}': unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"
         )
+    dtype = DATATYPES[datatype]
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r}")

@@ -9,15 +9,17 @@ resolves inside the directory. The caller extracts into a scratch directory and 
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from serving.errors import StorageError, UnsafeArchiveError
 
@@ -80,7 +82,7 @@ def _tar_entries(tf: tarfile.TarFile) -> list[_Entry]:
         if m.isdir():
             entries.append(_Entry(name, "dir"))
         elif m.isfile():
-            entries.append(_Entry(name, "file", mode=m.mode, open=lambda m=m: tf.extractfile(m)))  # type: ignore[misc]
+            entries.append(_Entry(name, "file", mode=m.mode, open=functools.partial(_tar_member, tf, m)))
         elif m.issym():
             _check_symlink(m.name, m.linkname)
             entries.append(_Entry(name, "symlink", link=m.linkname))
@@ -95,6 +97,13 @@ def _tar_entries(tf: tarfile.TarFile) -> list[_Entry]:
     return entries
 
 
+def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    reader = tf.extractfile(member)
+    if reader is None:  # tarfile gives no reader for anything but a regular file, and only those come here
+        raise StorageError(f"archive entry {member.name!r} cannot be read as a file")
+    return reader
+
+
 def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
     entries = []
     for info in zf.infolist():
@@ -107,7 +116,7 @@ def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
             _check_symlink(info.filename, target)
             entries.append(_Entry(name, "symlink", link=target))
         else:
-            entries.append(_Entry(name, "file", mode=stat.S_IMODE(mode) or 0o644, open=lambda i=info: zf.open(i)))  # type: ignore[misc]
+            entries.append(_Entry(name, "file", mode=stat.S_IMODE(mode) or 0o644, open=functools.partial(zf.open, info)))
     return entries
 
 

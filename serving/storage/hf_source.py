@@ -54,7 +54,7 @@ class HfSource:
             )
         try:
             return self._snapshot(local_only=False)
-        except Exception as exc:  # noqa: BLE001 - network, auth, missing repo: one clear message
+        except Exception as exc:  # network, auth, missing repo: one clear message
             raise StorageError(
                 f"{self.uri}: {self.repo_id} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
                 f"and downloading it failed: {type(exc).__name__}: {exc}"
