@@ -7,16 +7,27 @@ Each flow appears with typed parameters; ``deploy-model`` takes a model URI and 
 
 from __future__ import annotations
 
-from prefect import serve
+from typing import Any
+
+from prefect import Flow, serve
+from prefect.deployments.runner import RunnerDeployment
 
 from flows import deploy_model, retire
 
 
+def _deployment(flow: Flow[..., Any], name: str, description: str) -> RunnerDeployment:
+    # ``to_deployment`` dispatches on the caller: from inside an event loop it returns a coroutine, which
+    # ``serve`` cannot take. This module runs it outside one; say so plainly if that ever changes.
+    made = flow.to_deployment(name=name, tags=["odh", "lifecycle"], description=description)
+    if not isinstance(made, RunnerDeployment):
+        raise TypeError(f"{name}: run deployments.serve outside an event loop (to_deployment returned {type(made).__name__})")
+    return made
+
+
 def main() -> None:
     serve(
-        deploy_model.to_deployment(name="deploy-model", tags=["odh", "lifecycle"],
-                                   description="Phases 1-6: upload, register, configure, deploy, initialize, register service."),
-        retire.to_deployment(name="retire", tags=["odh", "lifecycle"], description="Phase 8: retire a deployment."),
+        _deployment(deploy_model, "deploy-model", "Phases 1-6: upload, register, configure, deploy, initialize, register service."),
+        _deployment(retire, "retire", "Phase 8: retire a deployment."),
     )
 
 

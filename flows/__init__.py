@@ -9,8 +9,8 @@ Importing this package sets Prefect's environment for the state directory (``$OD
 ``~/.odh``) before Prefect is imported, as the ``odh`` command does: see ``flows.prefect_env``.
 """
 
-from serving.config import state_dir
 from flows.prefect_env import configure_prefect
+from serving.config import state_dir
 
 configure_prefect(state_dir())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -12,8 +13,13 @@ from serving.errors import DaemonNotRunningError
 from serving.registry import ModelRegistry
 from serving.storage import StorageSettings
 
+if TYPE_CHECKING:
+    from prefect import Task
+    from prefect.client.schemas import TaskRun
+    from prefect.states import State
+
 RETRIES = 3
-RETRY_DELAYS = [1, 2, 4]
+RETRY_DELAYS: list[float] = [1, 2, 4]
 
 
 def resolve_state(state: str | None) -> Path:
@@ -42,9 +48,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, BotoConnectionError)
 
 
-def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
+def retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
+    """Prefect's ``retry_condition_fn``: retry only what ``is_transient`` says a retry can fix."""
     try:
         state.result()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return is_transient(exc)
     return False
