@@ -93,6 +93,19 @@ def observe(
     return status
 
 
+def with_canary_status(status: dict[str, Any], statuses: list[dict[str, Any]], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """``status`` plus Standard mode's ``canaryStatuses`` and ``CanaryPredictorReady`` condition (KServe's
+    raw-deployment canaries); the condition does not hold back ``Ready``, as in KServe."""
+    from serving.kserve.reconcile.canary import canary_condition
+
+    condition = canary_condition(statuses)
+    if condition is None:
+        return status
+    stamp_transitions([condition], previous or {}, _timestamp(datetime.now(UTC)))
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != condition["type"]]
+    return {**status, "canaryStatuses": statuses, "conditions": sorted([*conditions, condition], key=lambda c: c["type"])}
+
+
 def stamp_transitions(conditions: list[dict[str, Any]], previous: dict[str, Any], stamp: str) -> None:
     """Give each condition a ``lastTransitionTime``: the previous one while its status is unchanged."""
     old = {c.get("type"): c for c in previous.get("conditions") or []}

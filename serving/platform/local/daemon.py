@@ -23,12 +23,13 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from serving.config import DEFAULT_GATEWAY_PORT
-from serving.errors import PlatformError, RuntimeResolutionError
+from serving.errors import NotFoundError, PlatformError, RuntimeResolutionError
+from serving.knative import GROUP as KNATIVE_GROUP
 from serving.kserve import (
     PredictorObservation,
     ReconcileConfig,
@@ -42,6 +43,7 @@ from serving.kserve import (
 from serving.kserve.llmisvc import KIND as LLMISVC
 from serving.kserve.llmisvc import WorkloadObservation, admit_llm_inference_service, observe_llm
 from serving.kserve.objects import USER_KINDS, admit_object
+from serving.kserve.reconcile.canary import canaries, canary_statuses, traffic_weights
 from serving.kserve.reconcile.llmd import (
     ENGINE_PORT,
     ENGINE_SELECTOR_ANNOTATION,
@@ -52,8 +54,12 @@ from serving.kserve.reconcile.llmd import (
     reconcile_llm,
     with_engines,
 )
-from serving.kserve.types import ClusterServingRuntime, ServingRuntime
+from serving.kserve.reconcile.policy import AutoscalingPolicy, policies_by_deployment
+from serving.kserve.runtimes import ResolvedRuntime
+from serving.kserve.status import with_canary_status
+from serving.kserve.types import ClusterServingRuntime, InferenceService, ServingRuntime
 from serving.platform.local.api import build_api
+from serving.platform.local.autoscalers import Autoscalers, AutoscalerSettings, engine_bounds
 from serving.platform.local.deployments import DeploymentRunner
 from serving.platform.local.failures import RECONCILE_FAILED, describe_failure, failed_status, ignored_status
 from serving.platform.local.forkserver import ForkServer
@@ -61,15 +67,21 @@ from serving.platform.local.gateway import Gateway
 from serving.platform.local.limits import PlatformLimits
 from serving.platform.local.orphans import stop_orphans
 from serving.platform.local.peercred import allowed_uids, bind_private_socket, peer_checked_protocol, private_directory
+from serving.platform.local.platform_config import PlatformConfig
 from serving.platform.local.pods import PodPlan, zmq_subscribe_endpoint
-from serving.platform.local.routes import RouteTable
-from serving.platform.local.store import ObjectStore
+from serving.platform.local.routes import Backend, RouteTable
+from serving.platform.local.serverless import ISVC_LABEL, AutoscalerCollector, ServerlessController
+from serving.platform.local.store import KNATIVE_REVISION, KNATIVE_SERVICE, ObjectStore, store_kind
+
+if TYPE_CHECKING:
+    from serving.storage import StorageSettings
 
 log = logging.getLogger(__name__)
 
 ISVC = "InferenceService"
 OWNER_KINDS = (ISVC, LLMISVC)
-OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "InferencePool", "HTTPRoute")
+OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "InferencePool", "HTTPRoute", KNATIVE_SERVICE,
+               KNATIVE_REVISION, "ScaledObject")
 RESYNC_SECONDS = 1.0
 
 
@@ -96,15 +108,23 @@ class Daemon:
         self.gateway = Gateway(self.routes, limits=self.limits)  # ODH_* overrides reach the gateway too
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
-        self.config = ReconcileConfig()
+        self.platform_config = PlatformConfig.load(state)  # <state>/config.yaml: defaults and the KPA's ConfigMap
+        self.config = ReconcileConfig(default_deployment_mode=self.platform_config.deployment.default_deployment_mode)
+        self.serverless = ServerlessController(self.store, self.routes, self._run, reconcile_config=self.config,
+                                               autoscaler_config=self.platform_config.autoscaler, url_for=self.gateway.url_for)
+        self.routes.on_activate = self._activate
+        self.gateway.registry.register(AutoscalerCollector(self.serverless))
         self.llm_config = LLMReconcileConfig()
         self.builtin_runtimes = builtin_runtimes()  # read once: reconcile passes run every second
         self.runners: dict[tuple[str, str], DeploymentRunner] = {}
+        # HPAs, ScaledObjects and LLM engine pools acting on the replica counts (autoscalers.py).
+        self.autoscalers = Autoscalers(AutoscalerSettings.from_env(), self.store.set_status, self.wake,
+                                       meter_for=self.routes.meter)
         # Forks model-server replicas from a pre-imported runtime (fork server, issue 11 item 5).
         self.fork_server = ForkServer.from_env(state)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._storage_settings = None
+        self._storage_settings: StorageSettings | None = None
         self._stopping: set[asyncio.Task[None]] = set()
         # Per user object: the Deployments its last good reconcile ran (kept running while it fails),
         # and the failure last reported for it (logged once, not every pass).
@@ -134,6 +154,11 @@ class Daemon:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _activate(self, namespace: str, revision: str) -> None:
+        """The gateway holds a request for a revision without a ready replica: scale it from zero now."""
+        self.serverless.activate(namespace, revision)
+        self.wake()
 
     def ignored(self) -> list[dict[str, str]]:
         """Stored objects the daemon does not act on, with why and how to remove them."""
@@ -216,15 +241,17 @@ class Daemon:
             del self._owned[key]
             self._failures.pop(key, None)
         self._collect_garbage(live)
-        for key in [k for k in self.runners if k not in desired_deployments]:
-            task = asyncio.create_task(self.runners.pop(key).stop())
+        for gone in [k for k in self.runners if k not in desired_deployments]:
+            task = asyncio.create_task(self.runners.pop(gone).stop())
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
-        for key, runner in self.runners.items():
+        for deployment, runner in self.runners.items():
             try:
                 runner.step()
             except Exception:  # one Deployment's trouble must not stop the others' replicas
-                log.exception("stepping Deployment %s/%s failed", *key)
+                log.exception("stepping Deployment %s/%s failed", *deployment)
+        self.autoscalers.retain(desired_deployments)
+        self.autoscalers.sync(self.runners)
 
     def _report_failure(self, key: tuple[str, str, str], stored: dict[str, Any], exc: Exception) -> None:
         """Write why ``key`` could not be reconciled into its status (and the log, once per reason)."""
@@ -250,38 +277,33 @@ class Daemon:
         try:
             if isvc.spec.predictor.model is not None:  # custom containers need no runtime
                 runtime = resolve_runtime(isvc, self._namespace_runtimes(ns), self._cluster_runtimes())
-            children = reconcile(isvc, runtime, self.config)
+            children = reconcile(isvc, runtime, self.config, previous_status=stored.get("status") or None)
         except (RuntimeResolutionError, ReconcileError) as exc:
             failure = (exc.reason, exc.message)
             children = []
-        autoscaled = {
-            c["spec"]["scaleTargetRef"]["name"]: c["spec"].get("minReplicas", 1)
-            for c in children if c["kind"] == "HorizontalPodAutoscaler"
-        }
+        ksvc = next((c for c in children if store_kind(c) == KNATIVE_SERVICE), None)
+        if ksvc is not None or (failure and self._serverless_runs(ns, name)):
+            return self._reconcile_serverless(isvc, stored, ksvc, runtime, failure)
+        policies = policies_by_deployment(children)
         for child in children:
             self.store.put(child)
             if child["kind"] == "Deployment":
                 key = (ns, child["metadata"]["name"])
                 deployments.add(key)
-                # An HPA owns the replica count of the Deployments it scales (until the autoscaler
-                # runs locally, its minimum is what runs).
-                replicas = child["spec"].get("replicas", autoscaled.get(key[1], 1))
-                self._run(child, replicas)
+                self._run(child, self._standard_replicas(key, child, children, policies.get(key)))
         if failure is not None:
             # Keep serving what already runs: a spec that cannot be reconciled changes nothing live.
-            deployments = {k for k in self.runners if k[0] == ns and k[1] == f"{name}-predictor"}
+            deployments = {k for k in self._owned.get((ISVC, ns, name), set()) if k in self.runners}
         desired = ready = 0
-        endpoints = []
         for key in deployments:
             runner = self.runners[key]
             status = runner.status()
             self.store.set_status("Deployment", key[0], key[1], status)
             desired += runner.replicas
             ready += status["readyReplicas"]
-            endpoints += runner.endpoints()
             if runner.rollout_failed and failure is None:
                 failure = ("ModelLoadFailed", runner.failure_message())
-        self.routes.set(ns, name, endpoints)
+        self._route_standard(ns, name, deployments, traffic_weights(stored))
         observation = PredictorObservation(
             desired_replicas=desired,
             ready_replicas=ready,
@@ -293,9 +315,56 @@ class Daemon:
             previous_revision_serving=failure is not None and ready > 0,
         )
         status = observe(isvc, observation, stored.get("status") or None)
+        if canaries(stored):
+            available = {k[1]: self.runners[k].status()["availableReplicas"] for k in deployments}
+            status = with_canary_status(status, canary_statuses(stored, available), stored.get("status") or None)
         if status != stored.get("status"):
             self.store.set_status(ISVC, ns, name, status)
         return deployments
+
+    def _standard_replicas(self, key: tuple[str, str], deployment: dict[str, Any], children: list[dict[str, Any]],
+                           policy: AutoscalingPolicy | None) -> int:
+        """What a Standard Deployment runs: its ``replicas`` (autoscaler class none, a KEDA canary), else what
+        its HPA or ScaledObject decided, else (class external) what already runs, 1 at first."""
+        if deployment["spec"].get("replicas") is not None:
+            return int(deployment["spec"]["replicas"])
+        runner = self.runners.get(key)
+        current = runner.replicas if runner is not None else None
+        if policy is None:
+            return current if current is not None else 1
+        owner = next(c for c in children if c["kind"] == policy.source and c["spec"]["scaleTargetRef"]["name"] == key[1])
+        behavior = owner["spec"].get("behavior") if policy.source == "HorizontalPodAutoscaler" else (
+            (owner["spec"].get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get("behavior")
+        return self.autoscalers.replicas_for(policy, deployment, behavior, current)
+
+    def _route_standard(self, ns: str, name: str, deployments: set[tuple[str, str]], weights: dict[str, int]) -> None:
+        """One backend per Deployment (the stable one and each canary) at its weight, each metered apart."""
+        self.routes.set_split(ns, name, [
+            Backend(revision=key[1], percent=weights.get(key[1], 100 if len(deployments) == 1 else 0),
+                    endpoints=tuple(self.runners[key].endpoints()), tag=None, hold=True)
+            for key in sorted(deployments)])
+
+    def _reconcile_serverless(self, isvc: InferenceService, stored: dict[str, Any], ksvc: dict[str, Any] | None,
+                              runtime: ResolvedRuntime | None, failure: tuple[str, str] | None) -> set[tuple[str, str]]:
+        """A Serverless InferenceService: Knative's Service, revisions and KPA (serverless.py). A spec that cannot
+        be reconciled any more keeps every revision that runs, and says why in the status."""
+        ns, name = isvc.namespace, isvc.name
+        if ksvc is None:
+            ksvc = self.store.get(KNATIVE_SERVICE, ns, f"{name}-predictor")
+            ksvc = {k: v for k, v in ksvc.items() if k != "status"}
+        deployments, status = self.serverless.reconcile(
+            isvc, stored, ksvc, self.runners, (runtime.name if runtime else None, runtime.kind if runtime else "ClusterServingRuntime"),
+            failure)
+        if status != stored.get("status"):
+            self.store.set_status(ISVC, ns, name, status)
+        return deployments
+
+    def _serverless_runs(self, namespace: str, name: str) -> bool:
+        try:
+            self.store.get(KNATIVE_SERVICE, namespace, f"{name}-predictor")
+        except NotFoundError:
+            return False
+        return True
 
     def _run(self, deployment: dict[str, Any], replicas: int) -> DeploymentRunner:
         key = (deployment["metadata"].get("namespace", "default"), deployment["metadata"]["name"])
@@ -313,15 +382,26 @@ class Daemon:
         deployments: set[tuple[str, str]] = set()
         engines: dict[str, DeploymentRunner] = {}  # by role
         router: dict[str, Any] | None = None
+        bounds = engine_bounds(stored["spec"])  # spec.scaling: the engine scaler picks the count
         for child in children:
             if child["kind"] == "Deployment" and ENGINE_SELECTOR_ANNOTATION in (child["metadata"].get("annotations") or {}):
                 router = child  # started below, once the engines have addresses
                 continue
+            role = child["spec"]["template"]["metadata"]["labels"].get(ROLE_LABEL, "both") if child["kind"] == "Deployment" else ""
+            replicas = child["spec"].get("replicas", 1)
+            if bounds is not None and role in ("both", "decode"):
+                key = (ns, child["metadata"]["name"])
+                current = self.runners[key].replicas if key in self.runners else None
+                replicas = self.autoscalers.engine_replicas(key, *bounds, current)
+                # As with an HPA's target, the count is the autoscaler's, not the Deployment's.
+                child = {**child, "spec": {k: v for k, v in child["spec"].items() if k != "replicas"}}
             self.store.put(child)
             if child["kind"] == "Deployment":
-                runner = self._run(child, child["spec"]["replicas"])
+                runner = self._run(child, replicas)
                 deployments.add((ns, runner.name))
-                engines[child["spec"]["template"]["metadata"]["labels"].get(ROLE_LABEL, "both")] = runner
+                engines[role] = runner
+                if bounds is not None and role in ("both", "decode"):
+                    self.autoscalers.set_engine_ports((ns, runner.name), [ports[ENGINE_PORT] for ports, _ in runner.desired_pods()])
         router_runner = None
         if router is not None:
             # Each engine publishes its KV events where materialize put them: a Unix socket in its pod directory.
@@ -340,7 +420,7 @@ class Daemon:
         decode = engines.get("decode") or engines.get("both")
         status = observe_llm(
             stored,
-            _observe(decode, stored["spec"]["replicas"]),
+            _observe(decode, decode.replicas if decode is not None and bounds is not None else stored["spec"]["replicas"]),
             _observe(router_runner, 1),
             self.gateway.url_for(ns, name),
             prefill=_observe(engines["prefill"], stored["spec"]["prefill"]["replicas"]) if "prefill" in engines else None,
@@ -420,8 +500,15 @@ def _owner(obj: dict[str, Any]) -> tuple[str, str] | None:
     well-formed reference names one (stored data may be junk: e.g. ``ownerReferences: ["x"]``)."""
     refs = obj.get("metadata", {}).get("ownerReferences")
     for ref in refs if isinstance(refs, list) else []:
-        if isinstance(ref, dict) and ref.get("kind") in OWNER_KINDS and isinstance(ref.get("name"), str):
+        if not isinstance(ref, dict):
+            continue
+        if ref.get("kind") in OWNER_KINDS and isinstance(ref.get("name"), str):
             return ref["kind"], ref["name"]
+        if str(ref.get("apiVersion", "")).startswith(f"{KNATIVE_GROUP}/"):
+            # Knative's chain (Deployment -> Revision -> Service) ends at the InferenceService its label names.
+            owner = (obj["metadata"].get("labels") or {}).get(ISVC_LABEL)
+            if isinstance(owner, str):
+                return ISVC, owner
     return None
 
 
