@@ -60,11 +60,12 @@ def header(name: str) -> Identify:
 
 async def drive(url: str, body: Any, *, clients: int = 8, total: int | None = None, duration: float | None = None,
                 stop: asyncio.Event | None = None, identify: Identify | None = None, request_timeout: float = 60.0,
-                headers: dict[str, str] | None = None) -> LoadResult:
-    """Send POSTs of ``body`` (JSON) from ``clients`` concurrent clients; see the module docstring."""
+                headers: dict[str, str] | None = None, into: LoadResult | None = None) -> LoadResult:
+    """Send POSTs of ``body`` (JSON) from ``clients`` concurrent clients; see the module docstring. Answers
+    are appended to ``into`` as they come (a test can watch them) and it is returned."""
     if total is None and duration is None and stop is None:
         raise ValueError("drive needs a bound: total, duration or stop")
-    result = LoadResult()
+    result = into if into is not None else LoadResult()
     deadline = time.monotonic() + duration if duration is not None else None
     sent = 0
 
