@@ -65,7 +65,7 @@ def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 
     return value
 
 
-async def wait_until_async(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.01,
+async def wait_until_async(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.01,  # noqa: ASYNC109 - wait_until's signature: a deadline between polls, not a cancel scope
                            what: str = "condition") -> T:
     """``wait_until`` for code on an event loop: the loop keeps running between checks."""
     deadline = time.monotonic() + timeout

@@ -10,11 +10,11 @@ import boto3
 import httpx
 import psutil
 import pytest
+from support import IRIS_DIR
 
 from serving.config import mlflow_tracking_uri
 from serving.platform.local import LocalPlatform
 from serving.registry import ModelRegistry
-from support import IRIS_DIR
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
 

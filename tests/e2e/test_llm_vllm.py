@@ -18,20 +18,22 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
 import pytest
+from support import REPO_ROOT, free_port, listening_address, python_module, running, tcp_listeners, temporary_env, wait_http, wait_until
 
 from serving.config import RUNTIMES_DIR_ENV, mlflow_tracking_uri
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
 from serving.registry import ModelRegistry
 from serving.runtimes.envs import find_links, install_runtime_env
-from support import (REPO_ROOT, free_port, listening_address, python_module, running, tcp_listeners, temporary_env,
-                     wait_http, wait_until)
+
+if TYPE_CHECKING:  # flows is imported inside the tests: it sets Prefect's environment on import
+    from flows import Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.usefixtures("prefect_server")]
 
@@ -95,7 +97,7 @@ def platform(state: Path) -> Iterator[LocalPlatform]:
         yield client
 
 
-def deploy(state: Path, hf_uri: str):  # noqa: ANN201 - flows.Deployment
+def deploy(state: Path, hf_uri: str) -> Deployment:
     from flows import deploy_model
 
     return deploy_model(model_uri=hf_uri, name=MODEL, min_replicas=2, engine_args=ENGINE_ARGS,
@@ -103,12 +105,12 @@ def deploy(state: Path, hf_uri: str):  # noqa: ANN201 - flows.Deployment
 
 
 @pytest.fixture(scope="module")
-def deployed(state: Path, hf_uri: str):  # noqa: ANN201 - flows.Deployment
+def deployed(state: Path, hf_uri: str) -> Deployment:
     return deploy(state, hf_uri)
 
 
 @pytest.fixture(scope="module")
-def served(platform: LocalPlatform, deployed) -> dict:  # noqa: ANN001
+def served(platform: LocalPlatform, deployed: Deployment) -> dict:
     return platform.get("LLMInferenceService", "default", MODEL)
 
 
@@ -153,7 +155,7 @@ def complete(url: str, prompt: str, max_tokens: int = 2, **extra: object) -> htt
 
 
 def test_the_flow_registers_the_llm_and_deploys_it_once(state: Path, hf_uri: str, platform: LocalPlatform,
-                                                        deployed, served: dict) -> None:  # noqa: ANN001
+                                                        deployed: Deployment, served: dict) -> None:
     assert served["status"]["url"] == deployed.url and deployed.storage_uri == hf_uri
     registry = ModelRegistry(mlflow_tracking_uri(state))
     (version,) = registry.list_versions(MODEL)
@@ -181,7 +183,7 @@ def test_requests_sharing_a_prefix_hit_the_engine_that_holds_it(platform: LocalP
                        what="the first prompt's blocks in the router's index")
     assert len(set(chosen)) == 1, f"one shared prefix went to {chosen}"
     holder = chosen[0]
-    hits, queries = (a - b for a, b in zip(prefix_counters(holder), before[holder]))
+    hits, queries = (a - b for a, b in zip(prefix_counters(holder), before[holder], strict=True))
     # Five of six requests find the shared blocks the first one stored: vLLM's own counters say so.
     assert queries > 0 and hits / queries >= 0.6, (hits, queries)
     for other in set(before) - {holder}:

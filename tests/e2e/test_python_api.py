@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from support import IRIS_DIR, REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -17,16 +17,16 @@ import signal
 import socket
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from support import IRIS_DIR, running_platform, wait_until
 
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform
 from serving.platform.local.store import ObjectStore
-from support import IRIS_DIR, running_platform, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def as_uid(uid: int, action: Callable[[], str], timeout: float = 30.0) -> str:
             os.setgid(uid)
             os.setuid(uid)
             result = action()
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        except BaseException as exc:  # reported to the parent
             result = f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(BaseException):
             os.write(write_end, result.encode())
@@ -167,7 +167,9 @@ def test_a_daemon_running_as_another_user_serves_that_user_and_root_only() -> No
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-            asyncio.run(_serve_hello(sock_path, allowed_uids, bind_private_socket, peer_checked_protocol))
+            sock = bind_private_socket(sock_path)
+            sock_path.chmod(0o666)  # the file mode is not what is under test here: the peer check alone decides
+            asyncio.run(_serve_hello(sock, peer_checked_protocol(allowed_uids())))
         finally:
             os._exit(0)
     try:
@@ -185,17 +187,14 @@ def test_a_daemon_running_as_another_user_serves_that_user_and_root_only() -> No
         workdir.rmdir()
 
 
-async def _serve_hello(path: Path, allowed_uids, bind_private_socket, peer_checked_protocol) -> None:  # noqa: ANN001
+async def _serve_hello(sock: socket.socket, protocol: type[asyncio.Protocol]) -> None:
     import uvicorn
 
-    async def hello(scope: dict, receive, send) -> None:  # noqa: ANN001
+    async def hello(scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
         await send({"type": "http.response.body", "body": b"hello"})
 
-    sock = bind_private_socket(path)
-    path.chmod(0o666)  # the file mode is not what is under test here: the peer check alone decides
-    config = uvicorn.Config(hello, http=peer_checked_protocol(allowed_uids()), ws="none", lifespan="off",
-                            log_level="warning")
+    config = uvicorn.Config(hello, http=protocol, ws="none", lifespan="off", log_level="warning")
     await uvicorn.Server(config).serve(sockets=[sock])
 
 

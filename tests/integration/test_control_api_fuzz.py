@@ -22,9 +22,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+from support import running_platform
 
 from serving.platform.local import LocalPlatform
-from support import running_platform
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +59,38 @@ def _send(client: httpx.Client, kwargs: dict[str, Any]) -> httpx.Response:
     """A schemathesis case's request (given as requests-style arguments) sent with httpx over the socket."""
     return client.request(
         kwargs["method"], kwargs["url"], headers=kwargs.get("headers"), params=kwargs.get("params") or None,
-        cookies=kwargs.get("cookies") or None, json=kwargs["json"] if "json" in kwargs else None,
+        cookies=kwargs.get("cookies") or None, json=kwargs.get("json"),
         content=kwargs.get("data"),
     )
+
+
+def _fuzz_operation(client: httpx.Client, operation: Any, label: str, mode: GenerationMode, examples: int,
+                    sent: dict[str, int], failures: list[str]) -> None:
+    """Send ``examples`` generated cases of one operation, recording each failure in ``failures``."""
+
+    @settings(max_examples=examples, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def fuzz(case: Any) -> None:
+        kwargs = case.as_transport_kwargs(base_url="http://odh")
+        try:
+            response = _send(client, kwargs)
+        except httpx.TransportError as exc:  # a dropped connection is a failure too, not a 4xx
+            failures.append(f"{label} ({mode.value}): {exc!r} for {kwargs['url']} "
+                            f"{str(kwargs.get('json', kwargs.get('data')))[:300]}")
+            return
+        sent[f"{label} {mode.value}"] = sent.get(f"{label} {mode.value}", 0) + 1
+        if response.status_code >= 500:
+            failures.append(f"{label} ({mode.value}): {response.status_code} {response.text[:300]} "
+                            f"for {kwargs['url']} {str(kwargs.get('json', kwargs.get('data')))[:300]}")
+            return
+        try:
+            case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
+                                                     response_schema_conformance])
+        except (AssertionError, FailureGroup) as exc:  # each check's failure, or several grouped
+            failures.append(f"{label} ({mode.value}): {' '.join(str(exc).split())[:400]}")
+
+    fuzz()
 
 
 def test_generated_requests_get_no_5xx_and_the_api_still_works(state: Path, platform: LocalPlatform) -> None:
@@ -74,30 +103,7 @@ def test_generated_requests_get_no_5xx_and_the_api_still_works(state: Path, plat
             operation = result.ok()
             label = f"{operation.method.upper()} {operation.path}"
             for mode, examples in EXAMPLES.get(label, {GenerationMode.POSITIVE: 1}).items():
-
-                @settings(max_examples=examples, derandomize=True, deadline=None, database=None,
-                          suppress_health_check=list(HealthCheck))
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def fuzz(case: Any) -> None:
-                    kwargs = case.as_transport_kwargs(base_url="http://odh")
-                    try:
-                        response = _send(client, kwargs)
-                    except httpx.TransportError as exc:  # a dropped connection is a failure too, not a 4xx
-                        failures.append(f"{label} ({mode.value}): {exc!r} for {kwargs['url']} "
-                                        f"{str(kwargs.get('json', kwargs.get('data')))[:300]}")
-                        return
-                    sent[f"{label} {mode.value}"] = sent.get(f"{label} {mode.value}", 0) + 1
-                    if response.status_code >= 500:
-                        failures.append(f"{label} ({mode.value}): {response.status_code} {response.text[:300]} "
-                                        f"for {kwargs['url']} {str(kwargs.get('json', kwargs.get('data')))[:300]}")
-                        return
-                    try:
-                        case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
-                                                                 response_schema_conformance])
-                    except (AssertionError, FailureGroup) as exc:  # each check's failure, or several grouped
-                        failures.append(f"{label} ({mode.value}): {' '.join(str(exc).split())[:400]}")
-
-                fuzz()
+                _fuzz_operation(client, operation, label, mode, examples, sent, failures)
         assert not failures, "\n".join(failures[:20])
         assert sum(sent.values()) >= MINIMUM_CASES, sent
         assert {label.rsplit(" ", 1)[0] for label in sent} == {f"{method.upper()} {path}" for path, methods in

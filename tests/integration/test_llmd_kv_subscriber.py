@@ -10,17 +10,18 @@ import msgpack
 import pytest
 import zmq
 import zmq.asyncio
+from support import FIXTURES, free_port, wait_until, wait_until_async
 
 from serving.llmd.kvcache.index import KVIndex
 from serving.llmd.kvcache.server import create_app, parse_engine
 from serving.llmd.kvcache.subscriber import KVEventSubscriber
 from serving.llmd.kvcache.tokenize import PromptTokenizer
-from support import FIXTURES, free_port, wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
 BS = 4
 TOPIC = b"kv@test@tiny"
+SUBSCRIPTION_WAIT_S = 30.0  # an XPUB sees a SUB connect within milliseconds; this only bounds a hang
 
 
 class StandInEngine:
@@ -51,7 +52,7 @@ class StandInEngine:
 
     async def _serve_replay(self) -> None:
         while True:
-            client, empty, start = await self.router.recv_multipart()
+            client, _empty, start = await self.router.recv_multipart()
             first = int.from_bytes(start, "big")
             self.replay_requests.append(first)
             for seq, payload in self.buffer:
@@ -69,9 +70,9 @@ class StandInEngine:
             await self.pub.send_multipart([TOPIC, seq.to_bytes(8, "big"), payload])
         return seq
 
-    async def subscription_change(self, timeout: float = 30.0) -> bool:
+    async def subscription_change(self) -> bool:
         """Wait for the next (un)subscription on the PUB socket: True for a subscribe, False for a leave."""
-        message = await asyncio.wait_for(self.pub.recv(), timeout)
+        message = await asyncio.wait_for(self.pub.recv(), SUBSCRIPTION_WAIT_S)
         return message[:1] == b"\x01"
 
     def restart(self) -> None:

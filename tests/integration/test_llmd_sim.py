@@ -14,7 +14,6 @@ import msgpack
 import openai
 import pytest
 import zmq
-
 from support import FIXTURES, free_port, python_module, running, wait_http
 
 pytestmark = pytest.mark.integration
@@ -138,11 +137,13 @@ async def test_the_monitor_reads_only_its_metrics_from_the_filtered_route(sim: S
     from serving.llmd.monitor import FILTERED_METRICS_PATH, EngineSpec, LoadMonitor
 
     url = sim.urls[0]
-    text = httpx.get(url + FILTERED_METRICS_PATH).text
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(url + FILTERED_METRICS_PATH)).text
+        whole = (await client.get(url + "/metrics")).text
     names = set(re.findall(r"^([a-z_:]+)[{ ]", text, re.M))
     assert names == {"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                      "vllm:cache_config_info"}
-    assert len(text) < len(httpx.get(url + "/metrics").text) / 3
+    assert len(text) < len(whole) / 3
     monitor = LoadMonitor([EngineSpec(url)])
     try:
         await monitor.scrape_once()

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from support import FIXTURES, listening_address, running_platform, tcp_listeners, wait_until
 
 from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform
-from support import FIXTURES, listening_address, running_platform, tcp_listeners, wait_until
 
 pytestmark = pytest.mark.integration
 

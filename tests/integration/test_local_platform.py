@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import IRIS_DIR, free_port, running_platform, wait_until
 
 from serving.errors import AdmissionError
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
-from support import IRIS_DIR, free_port, running_platform, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def test_iris_becomes_ready_and_answers_v1_and_v2_through_the_gateway(platform: 
 
 
 def test_the_kserve_sdk_rest_client_works_unchanged_v1_and_v2(platform: LocalPlatform) -> None:
-    from kserve import InferInput, InferRequest, InferenceRESTClient, RESTConfig
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
     url = platform.wait_ready("InferenceService", "default", "iris", timeout=90)["status"]["url"]
 

@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-
 from support import IRIS_DIR, free_port, python_module, running, wait_http
 
 pytestmark = pytest.mark.integration
@@ -90,21 +89,82 @@ class TestRuntimesModelServer:
             ("GET", "/v2/models/nope/ready", None, 404, "model 'nope'"),
             ("POST", "/v1/models/nope:predict", b'{"instances": [[1]]}', 404, "model 'nope'"),
             ("GET", "/v1/models/nope", None, 404, "model 'nope'"),
-            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": [1, 2]}]}', 400, "input 'input-0': shape [2, 4] needs 8 elements but the data has 2"),
-            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1], "datatype": "FLOAT", "data": [1]}]}', 400, "input 'input-0': unknown datatype 'FLOAT'"),
+            (
+                "POST",
+                "/v2/models/iris/infer",
+                b'{"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": [1, 2]}]}',
+                400,
+                "input 'input-0': shape [2, 4] needs 8 elements but the data has 2",
+            ),
+            (
+                "POST",
+                "/v2/models/iris/infer",
+                b'{"inputs": [{"name": "input-0", "shape": [1], "datatype": "FLOAT", "data": [1]}]}',
+                400,
+                "input 'input-0': unknown datatype 'FLOAT'",
+            ),
             ("POST", "/v2/models/iris/infer", b'{"id": "x"}', 400, "no 'inputs'"),
-            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}', 400, "input 'input-0' has 3 features per row; model 'iris' expects 4"),
+            (
+                "POST",
+                "/v2/models/iris/infer",
+                b'{"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+                400,
+                "input 'input-0' has 3 features per row; model 'iris' expects 4",
+            ),
             ("POST", "/v1/models/iris:predict", b'{"instance": [[1, 2, 3, 4]]}', 400, "'instances' or 'inputs'"),
             ("POST", "/v1/models/iris:predict", b'{"instances": [[1, 2, 3, 4], [1]]}', 400, "'instances' is not a regular array"),
             ("GET", "/v9/anything", None, 404, "no route /v9/anything"),
             # Issue 10's probes: each was a 500 and is the client's mistake, named with its fix.
-            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "parameters": "binary_data_size"}]}', 400, "input 'input-0': 'parameters' must be an object"),
-            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "parameters": ["binary_data_size"]}]}', 400, "input 'input-0': 'parameters' must be an object"),
-            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], "outputs": [{"name": "output-0", "parameters": "binary"}]}', 400, "outputs[0] ('output-0'): 'parameters' must be an object"),
-            ("POST", "/v1/models/iris:predict", b'{"instances": [[null, null, null, null]]}', 400, "model 'iris' cannot take this input: Input X contains NaN"),
-            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1e39, 1, 1, 1]}]}', 400, "input 'input-0': data[0] = 1e+39 is beyond FP32's range"),
-            ("POST", "/v2/models/iris/infer", b'{"inputs": [{"name": "input-0", "shape": [0, 4], "datatype": "FP32", "data": []}]}', 400, "input 'input-0' has shape [0, 4]: no rows; send at least one row"),
-            ("POST", "/v2/models/iris/versions/999/infer", (IRIS_DIR / "iris-input-v2.json").read_bytes(), 404, "model 'iris' has no versions"),
+            (
+                "POST",
+                "/v2/models/iris/infer",
+                b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "parameters": "binary_data_size"}]}',
+                400,
+                "input 'input-0': 'parameters' must be an object",
+            ),
+            (
+                "POST",
+                "/v2/models/iris/infer",
+                b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "parameters": ["binary_data_size"]}]}',
+                400,
+                "input 'input-0': 'parameters' must be an object",
+            ),
+            (
+                "POST",
+                "/v2/models/iris/infer",
+                b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], '
+                b'"outputs": [{"name": "output-0", "parameters": "binary"}]}',
+                400,
+                "outputs[0] ('output-0'): 'parameters' must be an object",
+            ),
+            (
+                "POST",
+                "/v1/models/iris:predict",
+                b'{"instances": [[null, null, null, null]]}',
+                400,
+                "model 'iris' cannot take this input: Input X contains NaN",
+            ),
+            (
+                "POST",
+                "/v2/models/iris/infer",
+                b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1e39, 1, 1, 1]}]}',
+                400,
+                "input 'input-0': data[0] = 1e+39 is beyond FP32's range",
+            ),
+            (
+                "POST",
+                "/v2/models/iris/infer",
+                b'{"inputs": [{"name": "input-0", "shape": [0, 4], "datatype": "FP32", "data": []}]}',
+                400,
+                "input 'input-0' has shape [0, 4]: no rows; send at least one row",
+            ),
+            (
+                "POST",
+                "/v2/models/iris/versions/999/infer",
+                (IRIS_DIR / "iris-input-v2.json").read_bytes(),
+                404,
+                "model 'iris' has no versions",
+            ),
             ("GET", "/v1/models/iris:predict", None, 405, "GET /v1/models/iris:predict: method not allowed; use POST"),
         ],
     )
@@ -115,7 +175,6 @@ class TestRuntimesModelServer:
         assert message in response.json()["error"]
         if status == 405:
             assert response.headers["allow"] == "POST"
-
 
     def test_metrics_count_requests(self, base: str) -> None:
         labels = 'model="iris",protocol="v2",status="200"'
@@ -131,9 +190,8 @@ class TestRuntimesModelServer:
         assert 'odh_model_server_request_duration_seconds_count{route="/v2/models/{model}/infer"}' in metrics
         assert re.search(r'^odh_model_server_predict_duration_seconds_count\{model="iris"\} [1-9]', metrics, re.M)
 
-
     def test_kserve_sdk_rest_client_v1_and_v2(self, base: str) -> None:
-        from kserve import InferInput, InferRequest, InferenceRESTClient, RESTConfig
+        from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
         rows = np.array([[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]], dtype=np.float32)
 
@@ -153,7 +211,9 @@ class TestRuntimesModelServer:
                 # JSON tensor data.
                 json_input = InferInput(name="input-0", shape=[2, 4], datatype="FP32")
                 json_input.set_data_from_numpy(rows, binary_data=False)
-                response = await client.infer(base, InferRequest(model_name="iris", infer_inputs=[json_input], request_id="j1"), model_name="iris")
+                response = await client.infer(
+                    base, InferRequest(model_name="iris", infer_inputs=[json_input], request_id="j1"), model_name="iris"
+                )
                 assert response.id == "j1"
                 assert response.outputs[0].name == "output-0"
                 assert response.outputs[0].as_numpy().tolist() == [1, 1]
@@ -184,23 +244,18 @@ class TestRuntimesModelServer:
 
         asyncio.run(scenario())
 
-
     def test_bad_model_dir_fails_fast_with_a_clear_message(self, tmp_path: Path) -> None:
         (tmp_path / "a.joblib").write_bytes(b"x")
         (tmp_path / "b.pkl").write_bytes(b"x")
-        result = subprocess.run(
-            _server_args(tmp_path, free_port()), capture_output=True, text=True, timeout=60
-        )
+        result = subprocess.run(_server_args(tmp_path, free_port()), capture_output=True, text=True, timeout=60)
         assert result.returncode == 2
         assert "holds 2 model files (a.joblib, b.pkl); keep exactly one" in result.stderr
-
 
     def test_unloadable_model_exits_1(self, tmp_path: Path) -> None:
         (tmp_path / "model.joblib").write_bytes(b"not a pickle")
         result = subprocess.run(_server_args(tmp_path, free_port()), capture_output=True, text=True, timeout=120)
         assert result.returncode == 1
         assert "failed to load" in result.stderr
-
 
     def test_mlflow_model_served_with_auto_format(self, tmp_path: Path) -> None:
         # The model is saved in a child process: importing mlflow here would slow every later test's imports.
@@ -223,7 +278,7 @@ class TestRuntimesModelServer:
             assert httpx.get(f"{base}/v2/models/flowers").json()["platform"] == "mlflow"
             columns = [
                 {"name": name, "shape": [2], "datatype": "FP64", "data": values}
-                for name, values in zip(["sl", "sw", "pl", "pw"], [[6.8, 6.0], [2.8, 3.4], [4.8, 4.5], [1.4, 1.6]])
+                for name, values in zip(["sl", "sw", "pl", "pw"], [[6.8, 6.0], [2.8, 3.4], [4.8, 4.5], [1.4, 1.6]], strict=True)
             ]
             response = httpx.post(f"{base}/v2/models/flowers/infer", json={"inputs": columns}, timeout=30)
             assert response.status_code == 200, response.text
@@ -232,7 +287,6 @@ class TestRuntimesModelServer:
             assert v1.json() == {"predictions": [1, 1]}
             missing = httpx.post(f"{base}/v2/models/flowers/infer", json={"inputs": columns[:3]}, timeout=30)
             assert missing.status_code == 400 and "'pw'" in missing.json()["error"]
-
 
     def test_sigterm_shuts_down_gracefully(self, server) -> None:
         """Last: it stops the module's server, which exits on its own (no SIGKILL needed) and closes its port."""

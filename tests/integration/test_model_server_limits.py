@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-
 from support import IRIS_DIR, free_port, python_module, running, wait_http, wait_until
 
 pytestmark = pytest.mark.integration

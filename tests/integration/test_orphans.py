@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from support import IRIS_DIR, free_port, running, wait_until
 
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon
 from serving.platform.local.orphans import RECORD_NAME, ProcessRecord
-from support import IRIS_DIR, free_port, running, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from support import IRIS_DIR, running_platform, wait_until
 
 from serving.platform.local import LocalPlatform
-from support import IRIS_DIR, running_platform, wait_until
 
 pytestmark = pytest.mark.integration
 

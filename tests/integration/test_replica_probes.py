@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import wait_until_async
 
 from serving.platform.local import replicas
 from serving.platform.local.pods import PodPlan
 from serving.platform.local.replicas import Replica
-from support import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def liveness_probes(tmp_path: Path) -> int:
         return 0
 
 
-async def wait_for(condition, what: str = "condition") -> None:  # noqa: ANN001
+async def wait_for(condition, what: str = "condition") -> None:
     await wait_until_async(condition, timeout=30, interval=0.05, what=what)
 
 

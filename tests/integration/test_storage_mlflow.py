@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import IRIS_DIR
 
 from serving.errors import StorageError
 from serving.storage import StorageSettings, digest_tree, fetch, initialize
-from support import IRIS_DIR
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from support import IRIS_DIR, free_port
 
 from serving.errors import StorageError
 from serving.storage import StorageSettings, digest_tree, fetch, initialize
-from support import IRIS_DIR, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
+from support import IRIS_DIR
 
 from serving.artifacts import is_local, upload_model
 from serving.storage import StorageSettings
-from support import IRIS_DIR
 
 
 def settings(tmp_path: Path) -> StorageSettings:

@@ -7,6 +7,7 @@ import json
 
 import msgpack
 import pytest
+from support import FIXTURES
 
 from serving.llmd.kvcache.events import (
     AllBlocksCleared,
@@ -16,7 +17,6 @@ from serving.llmd.kvcache.events import (
     decode_message,
     decode_payload,
 )
-from support import FIXTURES
 
 RECORDING = FIXTURES / "vllm-kv-events"
 

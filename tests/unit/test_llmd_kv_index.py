@@ -6,12 +6,12 @@ import base64
 import json
 
 import msgpack
+from support import FIXTURES
 
 from serving.llmd.kvcache.events import AllBlocksCleared, BlockRemoved, BlockStored, decode_message, decode_payload
 from serving.llmd.kvcache.index import KVIndex
 from serving.llmd.kvcache.keys import block_keys
 from serving.llmd.kvcache.tokenize import PromptTokenizer
-from support import FIXTURES
 
 RECORDING = FIXTURES / "vllm-kv-events"
 
@@ -71,7 +71,7 @@ def test_acceptance_recorded_requests_match_the_stored_blocks() -> None:
                 alive.update(event.block_hashes)
             elif isinstance(event, BlockRemoved):
                 alive.difference_update(event.block_hashes)
-        for i, (chain, tokens) in enumerate(zip(chains, ids)):
+        for i, (chain, tokens) in enumerate(zip(chains, ids, strict=True)):
             expected = next((n for n, h in enumerate(chain) if h not in alive), len(chain))
             got = index.score_tokens(tokens)["engine-0"]
             assert got == expected, f"request {i}: index says {got} blocks, the recorded events say {expected}"

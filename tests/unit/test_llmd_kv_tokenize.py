@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import FIXTURES
 
 from serving.llmd.kvcache.tokenize import PromptTokenizer, TokenizeError
-from support import FIXTURES
 
 TOKENIZER = FIXTURES / "vllm-kv-events" / "tokenizer"
 
@@ -60,7 +60,7 @@ def test_add_bos_token_flag_is_honoured_for_completions(tmp_path: Path) -> None:
 
 
 def test_errors(tmp_path: Path, tok: PromptTokenizer) -> None:
-    with pytest.raises(TokenizeError, match="no tokenizer.json"):
+    with pytest.raises(TokenizeError, match=r"no tokenizer\.json"):
         PromptTokenizer(tmp_path)
     no_template = PromptTokenizer(_copy(tmp_path, {}))
     with pytest.raises(TokenizeError, match="no chat template"):

@@ -3,11 +3,10 @@
 import random
 
 import pytest
+import yaml
 
 from serving.llmd.scheduler import NoCapacity, NoPods, PodState, SchedRequest, Scheduler, load_config
 from serving.llmd.scheduler.config import DEFAULT_CONFIG_PATH
-
-import yaml
 
 
 def make(**overrides):

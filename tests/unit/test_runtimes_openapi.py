@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
+from starlette.testclient import TestClient
 
 from serving.runtimes.model import Model, ModelRepository
 from serving.runtimes.openapi import openapi_document

@@ -14,9 +14,9 @@ def test_admission_is_bounded_by_workers_plus_queue_and_frees_on_exit() -> None:
     pool = PredictPool(workers=1, queue=1, max_body_bytes=100)
     with pool.admit(), pool.admit():
         assert pool.requests == 2
-        with pytest.raises(ServerBusy, match=r"2 requests are running or queued \(--predict_workers 1, --predict_queue 1\)") as caught:
-            with pool.admit():
-                pass
+        busy = r"2 requests are running or queued \(--predict_workers 1, --predict_queue 1\)"
+        with pytest.raises(ServerBusy, match=busy) as caught, pool.admit():
+            pass
         assert caught.value.status_code == 503 and caught.value.headers == {"Retry-After": "1"}
     assert pool.requests == 0
     with pool.admit():  # room again

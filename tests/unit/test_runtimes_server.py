@@ -5,22 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import warnings
 
 import numpy as np
 import orjson
 import pytest
-
-with warnings.catch_warnings():  # Starlette 1.0 nags about httpx vs httpx2; the client works the same
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
+from starlette.testclient import TestClient
+from support import temporary_env, wait_until
 
 from serving.runtimes import v2
 from serving.runtimes.model import Model, ModelRepository
 from serving.runtimes.pool import FastPath
 from serving.runtimes.server import ModelServer, ServerLimits, parse_args
 from serving.runtimes.v2 import Tensor
-from support import temporary_env, wait_until
 
 
 class Doubler(Model):

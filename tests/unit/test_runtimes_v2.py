@@ -96,33 +96,92 @@ def test_iris_fixture_decodes(iris_dir) -> None:
         (_json_request([{"shape": [1], "datatype": "FP32", "data": [1]}]), "inputs[0] has no 'name'"),
         (_json_request([{"name": "a", "shape": [1], "datatype": "FP128", "data": [1]}]), "input 'a': unknown datatype 'FP128'"),
         (_json_request([{"name": "a", "shape": [1], "data": [1]}]), "input 'a': unknown datatype None"),
-        (_json_request([{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}]), "input 'a': shape [2, 2] needs 4 elements but the data has 3"),
+        (
+            _json_request([{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}]),
+            "input 'a': shape [2, 2] needs 4 elements but the data has 3",
+        ),
         (_json_request([{"name": "a", "shape": "2", "datatype": "FP32", "data": [1, 2]}]), "input 'a': 'shape' must be a list"),
-        (_json_request([{"name": "a", "shape": [-1], "datatype": "FP32", "data": [1]}]), "input 'a': 'shape' must be a list of non-negative"),
+        (
+            _json_request([{"name": "a", "shape": [-1], "datatype": "FP32", "data": [1]}]),
+            "input 'a': 'shape' must be a list of non-negative",
+        ),
         (_json_request([{"name": "a", "shape": [2], "datatype": "FP32"}]), "input 'a': has neither 'data' nor"),
-        (_json_request([{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3]]}]), "input 'a': data is not a regular array of FP32"),
+        (
+            _json_request([{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3]]}]),
+            "input 'a': data is not a regular array of FP32",
+        ),
         (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": ["x"]}]), "input 'a': data is not a regular array of FP32"),
         (_json_request([{"name": "a", "shape": [1], "datatype": "INT8", "data": [300]}]), "input 'a': data is not a regular array of INT8"),
-        (_json_request([{"name": "s", "shape": [2], "datatype": "BYTES", "data": [["a", "b"], ["c"]]}]), "input 's': data is not a regular array of BYTES"),
+        (
+            _json_request([{"name": "s", "shape": [2], "datatype": "BYTES", "data": [["a", "b"], ["c"]]}]),
+            "input 's': data is not a regular array of BYTES",
+        ),
         # Malformed structure around valid tensors: each a 400 naming the field, never a 500.
-        (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "parameters": "binary_data_size"}]), "input 'a': 'parameters' must be an object"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "parameters": ["binary_data_size"]}]), "input 'a': 'parameters' must be an object"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1], "parameters": "x"}]), "input 'a': 'parameters' must be an object"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], outputs=[{"name": "o", "parameters": "x"}]), "outputs[0] ('o'): 'parameters' must be an object"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], outputs=[{"name": "o", "parameters": {"binary_data": "yes"}}]), "outputs[0] ('o'): parameters.binary_data must be true or false"),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "FP32", "parameters": "binary_data_size"}]),
+            "input 'a': 'parameters' must be an object",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "FP32", "parameters": ["binary_data_size"]}]),
+            "input 'a': 'parameters' must be an object",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1], "parameters": "x"}]),
+            "input 'a': 'parameters' must be an object",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], outputs=[{"name": "o", "parameters": "x"}]),
+            "outputs[0] ('o'): 'parameters' must be an object",
+        ),
+        (
+            _json_request(
+                [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}],
+                outputs=[{"name": "o", "parameters": {"binary_data": "yes"}}],
+            ),
+            "outputs[0] ('o'): parameters.binary_data must be true or false",
+        ),
         (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], outputs={"name": "o"}), "'outputs' must be a list"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], parameters={"binary_data_output": 1}), "parameters.binary_data_output must be true or false"),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], parameters={"binary_data_output": 1}),
+            "parameters.binary_data_output must be true or false",
+        ),
         (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], parameters=[1]), "'parameters' must be an object"),
         (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], id=7), "'id' must be a string"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]), "inputs[1]: a second input named 'a'"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]), "binary_data_size needs an Inference-Header-Content-Length header"),
+        (
+            _json_request(
+                [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]
+            ),
+            "inputs[1]: a second input named 'a'",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]),
+            "binary_data_size needs an Inference-Header-Content-Length header",
+        ),
         # Values a JSON number cannot put in the tensor's type.
-        (_json_request([{"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1e39, 2, 3, 4]}]), "input 'a': data[0] = 1e+39 is beyond FP32's range (±3.4028235e+38)"),
-        (_json_request([{"name": "a", "shape": [2], "datatype": "FP16", "data": [1, -70000]}]), "input 'a': data[1] = -70000 is beyond FP16's range (±65504)"),
-        (_json_request([{"name": "a", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, None]]}]), "input 'a': data[3] is null; FP64 needs a number"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "INT32", "data": [None]}]), "input 'a': data is not a regular array of INT32"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "BOOL", "data": [None]}]), "input 'a': data[0] is null; BOOL needs true or false"),
-        (_json_request([{"name": "a", "shape": [1], "datatype": "BYTES", "data": [None]}]), "input 'a': data[0] is null; BYTES needs a string"),
+        (
+            _json_request([{"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1e39, 2, 3, 4]}]),
+            "input 'a': data[0] = 1e+39 is beyond FP32's range (±3.4028235e+38)",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [2], "datatype": "FP16", "data": [1, -70000]}]),
+            "input 'a': data[1] = -70000 is beyond FP16's range (±65504)",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, None]]}]),
+            "input 'a': data[3] is null; FP64 needs a number",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "INT32", "data": [None]}]),
+            "input 'a': data is not a regular array of INT32",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "BOOL", "data": [None]}]),
+            "input 'a': data[0] is null; BOOL needs true or false",
+        ),
+        (
+            _json_request([{"name": "a", "shape": [1], "datatype": "BYTES", "data": [None]}]),
+            "input 'a': data[0] is null; BYTES needs a string",
+        ),
         (
             _json_request(
                 [
@@ -248,6 +307,4 @@ def test_kserve_sdk_binary_request_decodes_and_our_binary_response_parses() -> N
     parsed = InferResponse.from_bytes(response, response_length)
     assert parsed.id == "k1"
     # The SDK turns BYTES into str when it parses; everything else must be identical.
-    assert {o.name: o.as_numpy().tolist() for o in parsed.outputs} == {
-        t.name: _texts(t.data.tolist()) for t in request.inputs
-    }
+    assert {o.name: o.as_numpy().tolist() for o in parsed.outputs} == {t.name: _texts(t.data.tolist()) for t in request.inputs}

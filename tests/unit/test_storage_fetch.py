@@ -11,11 +11,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from support import IRIS_DIR, REPO_ROOT
 
 from serving.errors import StorageError
 from serving.storage import SUPPORTED_SCHEMES, StorageSettings, digest_tree, fetch, initialize
 from serving.storage.local_source import LocalSource
-from support import IRIS_DIR, REPO_ROOT
 
 
 @pytest.fixture()
@@ -138,7 +138,7 @@ def test_concurrent_fetches_of_one_uri_download_once(cfg: StorageSettings, model
     def worker() -> None:
         try:
             results.append(fetch(str(model), cfg))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]

@@ -51,10 +51,10 @@ def server() -> Iterator[tuple[str, Files]]:
                 store.gets.append(self.path)
                 self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             self._send(True)
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._send(False)
 
         def log_message(self, *args: object) -> None:
