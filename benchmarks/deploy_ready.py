@@ -30,9 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+from support import IRIS_DIR, free_port, running  # noqa: E402
+
 from deployments.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 from serving.platform.local import LocalPlatform, start_daemon, stop_daemon  # noqa: E402
-from support import IRIS_DIR, free_port, running  # noqa: E402
 
 
 def bare_server_start() -> float:

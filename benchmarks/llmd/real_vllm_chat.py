@@ -31,17 +31,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import httpx  # noqa: E402
+import httpx
 
-from benchmarks.llmd.common import (  # noqa: E402
-    BLOCK, HOST, MODEL, ROOT, Proc, Procs, cpu_seconds, free_port_block, machine_load, percentile, vllm_router_bin,
+from benchmarks.llmd.common import (
+    BLOCK,
+    HOST,
+    MODEL,
+    ROOT,
+    Proc,
+    Procs,
+    cpu_seconds,
+    free_port_block,
+    machine_load,
+    percentile,
+    vllm_router_bin,
     wait_http,
 )
-from benchmarks.llmd.shared_prefix_chat import (  # noqa: E402
-    capacity_bound_hit_rate, drive, ideal_hit_rate, make_workload, per_engine_counters, table,
+from benchmarks.llmd.shared_prefix_chat import (
+    capacity_bound_hit_rate,
+    drive,
+    ideal_hit_rate,
+    make_workload,
+    per_engine_counters,
+    table,
 )
-from serving.config import state_dir  # noqa: E402
-from serving.runtimes.envs import install_runtime_env  # noqa: E402
+from serving.config import state_dir
+from serving.runtimes.envs import install_runtime_env
 
 ROUTERS = ("ours", "round_robin", "cache_aware", "kv_aware")
 
@@ -70,7 +85,7 @@ def start_engines(procs: Procs, python: Path, model_dir: Path, n: int, num_block
             argv = ["taskset", "-c", core, *argv]
         started.append(procs.start(f"vllm-{i}", argv, env=env))
         engines.append((f"http://{HOST}:{port}", f"tcp://{HOST}:{zmq_port}", f"tcp://{HOST}:{replay_port}"))
-    for proc, (url, _, _) in zip(started, engines):
+    for proc, (url, _, _) in zip(started, engines, strict=True):
         wait_http(url, proc, timeout=900, path="/health")
     return engines
 
@@ -155,8 +170,8 @@ def main() -> None:
                 time.sleep(0.3)
                 after = per_engine_counters(urls)
                 procs.stop(proc)
-                dq = [a[0] - b[0] for a, b in zip(after, before)]
-                dh = [a[1] - b[1] for a, b in zip(after, before)]
+                dq = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
+                dh = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
                 q, h = sum(dq), sum(dh)
                 ideal, _ = ideal_hit_rate(res.sent)
                 bound = capacity_bound_hit_rate(res.sent, 2 * args.num_blocks)

@@ -38,23 +38,37 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import aiohttp  # noqa: E402
-import httpx  # noqa: E402
+import aiohttp
+import httpx
 
-from benchmarks.llmd.common import (  # noqa: E402
-    BLOCK, MODEL, TOKENIZER, Procs, busy_processes, cpu_seconds, machine_load, percentile, start_ours, start_sim,
-    start_vllm_router, vllm_router_bin,
+from benchmarks.llmd.common import (
+    BLOCK,
+    MODEL,
+    TOKENIZER,
+    Procs,
+    busy_processes,
+    cpu_seconds,
+    machine_load,
+    percentile,
+    start_ours,
+    start_sim,
+    start_vllm_router,
+    vllm_router_bin,
 )
-from serving.llmd.sim.engine import block_hashes  # noqa: E402
-from serving.llmd.sim.tokenize import chat_ids, load_tokenizer  # noqa: E402
+from serving.llmd.sim.engine import block_hashes
+from serving.llmd.sim.tokenize import chat_ids, load_tokenizer
 
-_VOCAB = ("alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega river mountain valley forest "
-          "ocean desert island harbor castle bridge tower garden market engine signal vector matrix tensor "
-          "cache block token prefix router policy kernel thread socket packet server client model weight "
-          "layer attention memory storage network cluster replica shard index query answer report summary").split()
+_VOCAB = [
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma", "omega", "river",
+    "mountain", "valley", "forest", "ocean", "desert", "island", "harbor", "castle", "bridge", "tower", "garden",
+    "market", "engine", "signal", "vector", "matrix", "tensor", "cache", "block", "token", "prefix", "router",
+    "policy", "kernel", "thread", "socket", "packet", "server", "client", "model", "weight", "layer", "attention",
+    "memory", "storage", "network", "cluster", "replica", "shard", "index", "query", "answer", "report", "summary",
+]
 
 ROUTERS = ("ours", "round_robin", "cache_aware", "kv_aware")
 
@@ -140,7 +154,7 @@ async def drive(url: str, wl: Workload, concurrency: int, extra: dict | None = N
                     messages.append({"role": "user", "content": wl.questions[(g, u, t)]})
                     try:
                         answer = await chat_turn(session, url, messages, res, extra)
-                    except Exception as exc:  # noqa: BLE001 - counted and reported
+                    except Exception as exc:  # counted and reported
                         res.errors += 1
                         res.first_error = res.first_error or repr(exc)
                         break
@@ -255,12 +269,12 @@ def run_one(router: str, engines: int, wl: Workload, args: argparse.Namespace, l
         cpu1 = (cpu_seconds(rp.pid), cpu_seconds(sim.proc.pid), time.process_time())
         time.sleep(0.3)
         after = per_engine_counters(sim.urls)
-    dq = [a[0] - b[0] for a, b in zip(after, before)]
-    dh = [a[1] - b[1] for a, b in zip(after, before)]
+    dq = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
+    dh = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
     q, h = sum(dq), sum(dh)
     ideal, _ = ideal_hit_rate(res.sent)
     bound = capacity_bound_hit_rate(res.sent, engines * args.num_blocks)
-    row = {
+    row: dict[str, Any] = {
         "router": "ours" if router == "ours" else f"vllm-router {router}", "engines": engines,
         "requests": len(res.ttft), "errors": res.errors, "hit_rate": h / q if q else 0.0, "ideal": ideal,
         "bound": bound,
