@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-
-from serving.llmd.upstream import BadResponse, ConnectFailed, Disconnected, EnginePool, ReadTimeout
 from support import wait_until_async
 
+from serving.llmd.upstream import BadResponse, ConnectFailed, Disconnected, EnginePool, ReadTimeout
 
 SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"
 # Bytes an engine might send after a complete response, in the same segment.
