@@ -80,6 +80,7 @@ joblib.dump(model, sys.argv[1])
 ROWS = [[0.1 * (i % 10), 0.5, 0.25, 0.75] for i in range(50)]
 BURN_BODY = {"inputs": [{"name": "input-0", "shape": [len(ROWS), 4], "datatype": "FP32", "data": ROWS}]}
 CLIENTS = 8
+SYNC_PERIOD_S = 15.0  # Kubernetes' --horizontal-pod-autoscaler-sync-period, the daemon's default
 MAX_REPLICAS = 4
 POLL_S = 0.05
 NAMESPACE = "default"
@@ -99,12 +100,14 @@ class Round:
     case: str
     index: int
     load_average: float
+    sync_phase_s: float | None = None  # hpa: the burst began this long after a sync (the next is one period later)
     decision_s: float | None = None
     ready_s: float | None = None
     serving_s: float | None = None
     burst_s: float = 0.0
     down_decision_s: float | None = None
     down_s: float | None = None
+    down_t: float = 0.0  # monotonic time of the down decision (an HPA sync)
     peak_ready: int = 1
     requests: int = 0
     failures: int = 0
@@ -246,6 +249,8 @@ async def one_round(client: LocalPlatform, gateway: str, case: Case, index: int,
         down_decision = asyncio.create_task(first(lambda: seen.desired is not None and seen.desired <= 1, t_end, 240))
         result.down_s = await first(lambda: seen.running == 1 and seen.ready == 1, t_end, 240)
         result.down_decision_s = await down_decision
+        if result.down_decision_s is not None:
+            result.down_t = t_end + result.down_decision_s
     return result
 
 
@@ -298,6 +303,17 @@ def run(rounds: int, min_burst: float, max_burst: float, hpa_window: int, cases:
                 url = client.wait_ready("InferenceService", NAMESPACE, case.isvc, timeout=180)["status"]["url"]
                 gateway = url.split("/serving/")[0]
                 assert httpx.post(url + case.url_path, json=case.body, timeout=60).status_code == 200
+            hpa_sync: float | None = None
+            if "hpa" in cases:
+                def hpa_status() -> str:
+                    return json.dumps(client.get("HorizontalPodAutoscaler", NAMESPACE, "hpa-predictor").get("status"),
+                                      sort_keys=True)
+
+                # The HPA writes its status only at a sync: the first change seen marks one (within 50 ms).
+                first_status = hpa_status()
+                wait_until(lambda: hpa_status() != first_status, timeout=2 * SYNC_PERIOD_S + 5, interval=0.05,
+                           what="an HPA sync")
+                hpa_sync = time.monotonic()
 
             def desired_of(case: Case) -> Callable[[], int | None]:
                 if case.name == "kpa":
@@ -331,7 +347,21 @@ def run(rounds: int, min_burst: float, max_burst: float, hpa_window: int, cases:
                 for case, _ in order:
                     wait_until(lambda c=case: settled(c), timeout=300, interval=0.5,  # type: ignore[misc]
                                what=f"{case.name} back at one idle replica")
+                    phase = None
+                    if case.name == "hpa":
+                        # Where in the HPA's sync period a burst begins decides most of its reaction time, and the
+                        # settle above is seen just after a sync: spread the rounds' phases evenly over the period
+                        # ((k + 1/2) / rounds of it) from the last sync seen, so the figures are not all worst case.
+                        phase = (index + 0.5) / rounds * SYNC_PERIOD_S
+                        assert hpa_sync is not None
+                        begin = hpa_sync + phase
+                        while begin < time.monotonic() + 0.2:
+                            begin += SYNC_PERIOD_S
+                        time.sleep(begin - time.monotonic())  # pacing the benchmark's start, not waiting for an event
                     done = asyncio.run(one_round(client, gateway, case, index + 1, desired_of(case), min_burst, max_burst))
+                    done.sync_phase_s = phase
+                    if case.name == "hpa" and done.down_decision_s is not None:
+                        hpa_sync = done.down_t  # the HPA decides only at a sync: this was one
                     all_rounds.append(done)
                     print(f"round {index + 1} {case.name}: " + json.dumps(
                         {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(done).items()}), flush=True)
