@@ -99,6 +99,21 @@ def down(state: StateOpt = None) -> None:
 
 
 @app.command()
+def restart(state: StateOpt = None) -> None:
+    """Restart the daemon in place without dropping a request: it drains, re-executes itself and adopts its
+    running replicas (connections wait in the gateway's backlog meanwhile)."""
+    from serving.platform.local.lifecycle import restart_daemon
+
+    root = state_dir(state)
+    with console.status("restarting the odh daemon..."):
+        try:
+            info = restart_daemon(root)
+        except ServingError as exc:
+            raise _fail(str(exc)) from exc
+    console.print(f"[green]odh restarted[/]: gateway {info['gateway']}, pid {info['pid']}")
+
+
+@app.command()
 def deploy(
     model_uri: Annotated[str, typer.Argument(help="a model file or directory, file://, s3://, pvc://, http(s)://, "
                                                    "hf://ORG/NAME or models:/NAME@ALIAS")],

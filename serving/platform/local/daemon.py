@@ -9,6 +9,10 @@ An LLMInferenceService's engines run with their runtime environment's interprete
 its router is started once an engine has an address, with one ``--engine`` flag per engine pod the
 router's selector matches (ready or not: the router's monitor follows readiness), and is rolled to a
 new replica when that set changes. The gateway routes ``/serving/{ns}/{name}/v1/...`` to the router.
+
+SIGTERM/SIGINT stop the daemon and every replica. SIGHUP (``odh restart``) re-executes it in place and
+loses no request: the gateway drains into its kernel backlog, and the next image takes over the
+listening sockets, the fork server and every replica (``handover.py``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -64,8 +70,16 @@ from serving.platform.local.deployments import DeploymentRunner
 from serving.platform.local.failures import RECONCILE_FAILED, describe_failure, failed_status, ignored_status
 from serving.platform.local.forkserver import ForkServer
 from serving.platform.local.gateway import Gateway
+from serving.platform.local.handover import (
+    HANDOVER_FLAG,
+    Adopter,
+    Handover,
+    inherit,
+    inherited_socket,
+    reap_exited_children,
+)
 from serving.platform.local.limits import PlatformLimits
-from serving.platform.local.orphans import stop_orphans
+from serving.platform.local.orphans import stop_orphans, stop_records
 from serving.platform.local.peercred import allowed_uids, bind_private_socket, peer_checked_protocol, private_directory
 from serving.platform.local.platform_config import PlatformConfig
 from serving.platform.local.pods import PodPlan, zmq_subscribe_endpoint
@@ -83,6 +97,11 @@ OWNER_KINDS = (ISVC, LLMISVC)
 OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "InferencePool", "HTTPRoute", KNATIVE_SERVICE,
                KNATIVE_REVISION, "ScaledObject")
 RESYNC_SECONDS = 1.0
+# ``odh restart``: how long the old image waits for the requests in flight, and then for replicas half
+# started or being stopped, before it re-executes (what is still open then is cut).
+RESTART_DRAIN_ENV = "ODH_RESTART_DRAIN_S"
+RESTART_DRAIN_SECONDS = 30.0
+RESTART_SETTLE_SECONDS = 15.0
 
 
 class DaemonFiles:
@@ -122,6 +141,12 @@ class Daemon:
                                        meter_for=self.routes.meter)
         # Forks model-server replicas from a pre-imported runtime (fork server, issue 11 item 5).
         self.fork_server = ForkServer.from_env(state)
+        # odh restart (handover.py): open while the re-executed image adopts its predecessor's replicas; the
+        # gateway's listening socket kept for the next image once draining began.
+        self.adopter: Adopter | None = None
+        self._listener: socket.socket | None = None
+        self._draining: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._storage_settings: StorageSettings | None = None
@@ -174,26 +199,39 @@ class Daemon:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        with _single_instance(self.files.lock):
-            stop_orphans(self.files.pods)  # what a killed predecessor left running; replicas start fresh below
-            if self.fork_server is not None:
-                await self.fork_server.start()  # imports in the background; replicas spawn until it is ready
-            port = await self.gateway.start(self.gateway_host, self.gateway_port)
-            self.gateway_port = port
-            # Bound 0600 in the 0700 state directory, and each peer's uid checked (its own or root).
-            api_socket = bind_private_socket(self.files.socket)
-            api = _QuietServer(uvicorn.Config(build_api(self), http=peer_checked_protocol(allowed_uids()), ws="none",
-                                              log_level="warning", lifespan="off", access_log=False))
-            api_task = asyncio.create_task(api.serve(sockets=[api_socket]))
+    async def run(self, handover: Handover | None = None) -> None:
+        """Serve until SIGTERM/SIGINT (then stop every replica) or SIGHUP (then re-execute in place and hand
+        everything to the next image); ``handover``: this image is that next one."""
+        with _single_instance(self.files.lock, handover.lock_fd if handover else None) as lock:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._restart_requested)
+            adopter = None
+            if handover is None:
+                stop_orphans(self.files.pods)  # what a killed predecessor left running; replicas start fresh below
+                if self.fork_server is not None:
+                    await self.fork_server.start()  # imports in the background; replicas spawn until it is ready
+            else:
+                adopter = await self._take_over(handover)
+            # Bound 0600 in the 0700 state directory, and each peer's uid checked (its own or root); after a
+            # restart, the same socket (calls made meanwhile waited in its backlog).
+            api_socket = inherited_socket(handover.api_fd) if handover else bind_private_socket(self.files.socket)
+            api = _QuietServer(uvicorn.Config(build_api(self), http=peer_checked_protocol(allowed_uids()), ws="none",
+                                              log_level="warning", lifespan="off", access_log=False))
+            api_task = asyncio.create_task(api.serve(sockets=[api_socket]))
+            if handover is None or adopter is None:
+                port = await self.gateway.start(self.gateway_host, self.gateway_port)
+            else:
+                port = await self._serve_adopted(inherited_socket(handover.gateway_fd), adopter)
+            self.gateway_port = port
             self.files.info.write_text(json.dumps({
                 "pid": os.getpid(), "gateway": f"http://{self.gateway_host}:{port}", "gateway_port": port,
                 "socket": str(self.files.socket), "state_dir": str(self.files.state),
+                "started": time.time(),  # this image's: `odh restart` waits for a newer one
             }))
-            log.info("odh daemon up: gateway http://%s:%d, api %s", self.gateway_host, port, self.files.socket)
+            log.info("odh daemon up%s: gateway http://%s:%d, api %s", " (restarted in place)" if handover else "",
+                     self.gateway_host, port, self.files.socket)
             try:
                 while not self._stop.is_set():
                     try:
@@ -203,6 +241,8 @@ class Daemon:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wait_for_work(), RESYNC_SECONDS)
             finally:
+                if self._listener is not None:
+                    await self._hand_over(api, api_task, api_socket, lock)  # returns only if the exec failed
                 api.should_exit = True
                 await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
                 if self.fork_server is not None:
@@ -213,6 +253,93 @@ class Daemon:
                 self.files.socket.unlink(missing_ok=True)
                 self.files.info.unlink(missing_ok=True)
                 self.store.close()
+
+    # -- odh restart (handover.py) ----------------------------------------------------------------
+
+    def _restart_requested(self) -> None:
+        """SIGHUP: drain the gateway, then leave the loop to re-execute in place."""
+        if self._draining is None and not self._stop.is_set():
+            self._draining = asyncio.create_task(self._drain_for_restart())
+
+    async def _drain_for_restart(self) -> None:
+        limit = float(os.environ.get(RESTART_DRAIN_ENV, RESTART_DRAIN_SECONDS))
+        log.info("restart: the gateway stops accepting (new connections wait in its backlog) and drains")
+        self._listener = self.gateway.stop_accepting()
+        left = await self.gateway.drain(limit)
+        if left:
+            log.warning("restart: %d client connections still busy after %g s (%s); they are cut", left, limit,
+                        RESTART_DRAIN_ENV)
+        self._stop.set()
+
+    async def _hand_over(self, api: uvicorn.Server, api_task: asyncio.Task[None], api_socket: socket.socket,
+                         lock: IO[str]) -> None:
+        """Re-execute this daemon in place, handing the next image the listening sockets, the lock, the fork
+        server and (through their pid records) every replica. Returns only if the exec failed."""
+        assert self._listener is not None
+        api_listener = os.dup(api_socket.fileno())  # keeps the control socket listening while uvicorn stops
+        api.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(api_task), 5.0)
+        deadline = time.monotonic() + RESTART_SETTLE_SECONDS
+        # A replica half started (no pid record yet) would be nobody's after the exec: polled, no event says so.
+        while (self._stopping or not all(r.settled for r in self.runners.values())) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        # From here on nothing awaits: no task may start a process the next image would not know of.
+        zygote = self.fork_server.detach() if self.fork_server is not None else None
+        handover = Handover(self._listener.fileno(), api_listener, lock.fileno(), zygote)
+        inherit(handover.fds())
+        argv = [sys.executable, "-m", "serving.platform.local", "--state-dir", str(self.files.state),
+                "--gateway-host", self.gateway_host, "--gateway-port", str(self.gateway_port),
+                HANDOVER_FLAG, handover.to_arg()]
+        log.info("restart: re-executing in place (pid %d)", os.getpid())
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the next image handles it
+        try:
+            os.execv(sys.executable, argv)
+        except OSError:
+            log.exception("restart: exec failed; stopping instead")
+            signal.signal(signal.SIGHUP, previous)
+            if self.fork_server is not None:
+                self.fork_server.reattach()
+            os.close(api_listener)
+            self._listener.close()
+
+    async def _take_over(self, handover: Handover) -> Adopter:
+        """The next image, first: the fork server its predecessor ran, and the replicas to adopt."""
+        zygote = handover.zygote
+        reap_exited_children(keep=[zygote.pid] if zygote else [])
+        if self.fork_server is not None and zygote is not None:
+            await self.fork_server.adopt(zygote)
+        else:
+            if zygote is not None:
+                os.close(zygote.fd)  # fork server turned off: the zygote exits when its control socket closes
+            if self.fork_server is not None:
+                await self.fork_server.start()
+        adopter = Adopter(self.files.pods, self.fork_server)
+        await adopter.scan()
+        return adopter
+
+    async def _serve_adopted(self, listener: socket.socket, adopter: Adopter) -> int:
+        """Reconcile once with ``adopter`` open (runners take over the live replicas), stop the replicas no
+        runner took, then serve the gateway on the inherited listening socket."""
+        # The URLs written into statuses are those of the same port.
+        self.gateway.host, self.gateway.port = self.gateway_host, listener.getsockname()[1]
+        self.adopter = adopter
+        try:
+            self.reconcile_all()
+        except Exception:  # one bad object must not stop the platform
+            log.exception("reconcile pass failed")
+        finally:
+            self.adopter = None
+            unclaimed = adopter.close()
+        if unclaimed:
+            task = asyncio.create_task(asyncio.to_thread(stop_records, unclaimed))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return await self.gateway.start(self.gateway_host, 0, sock=listener)
 
     async def _wait_for_work(self) -> None:
         wake = asyncio.create_task(self._wake.wait())
@@ -371,7 +498,7 @@ class Daemon:
         runner = self.runners.get(key)
         if runner is None:
             runner = self.runners[key] = DeploymentRunner(deployment, replicas, self.files.pods, self._fetch_model,
-                                                          self.wake, self._python_for, self.fork_server)
+                                                          self.wake, self._python_for, self.fork_server, self.adopter)
         else:
             runner.update(deployment, replicas)
         return runner
@@ -521,13 +648,15 @@ def _observe(runner: DeploymentRunner | None, desired: int) -> WorkloadObservati
 
 
 @contextlib.contextmanager
-def _single_instance(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("w") as handle:
+def _single_instance(lock_path: Path, inherited_fd: int | None = None) -> Iterator[IO[str]]:
+    """Hold the state directory's lock; ``inherited_fd``: the lock the previous image held across its exec."""
+    with (os.fdopen(inherited_fd, "w") if inherited_fd is not None else lock_path.open("w")) as handle:
+        os.set_inheritable(handle.fileno(), False)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise PlatformError(f"another odh daemon already runs on {lock_path.parent}") from exc
-        yield
+        yield handle
 
 
 class _QuietServer(uvicorn.Server):

@@ -3,6 +3,10 @@
 Each pod template (identified by its hash) gets its own replica set. A new template starts beside the
 old one; the old set stops only once the new set is fully ready. If the new replicas keep failing
 before they ever become ready, the rollout is marked failed and the old version keeps serving.
+
+After ``odh restart`` the daemon's new image passes an open ``Adopter``: a runner then creates its replicas
+at once (not at the next step), each taking over the live replica recorded in its pod directory when
+that one is of this Deployment and template, so the status its first reconcile writes counts them.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.platform.local.forkserver import ForkServer
+from serving.platform.local.orphans import ReplicaOwner
 from serving.platform.local.pods import PodPlan, plan_pod
 from serving.platform.local.replicas import ModelFetcher, PythonResolver, Replica, ReplicaInfo
 from serving.platform.local.routes import Endpoint
+
+if TYPE_CHECKING:
+    from serving.platform.local.handover import Adopter
 
 HASH_ANNOTATION = "serving.kserve.io/template-hash"
 FAILURES_TO_ABANDON_ROLLOUT = 3
@@ -34,8 +42,9 @@ def template_hash(deployment: dict[str, Any]) -> str:
 class DeploymentRunner:
     def __init__(self, deployment: dict[str, Any], replicas: int, pods_dir: Path, fetch_model: ModelFetcher,
                  on_change: Callable[[], None], resolve_python: PythonResolver | None = None,
-                 fork_server: ForkServer | None = None) -> None:
+                 fork_server: ForkServer | None = None, adopter: Adopter | None = None) -> None:
         self._resolve_python = resolve_python
+        self._adopter = adopter
         self._fork_server = fork_server  # replicas fork from it when they can (cold start in tenths of a second)
         self.namespace = deployment["metadata"].get("namespace", "default")
         self.name = deployment["metadata"]["name"]
@@ -50,6 +59,8 @@ class DeploymentRunner:
         self.replicas = 1
         self.plan_error: str | None = None
         self.update(deployment, replicas)
+        if adopter is not None and adopter.open:
+            self.step()  # adopt now: the first status written after a restart counts what already runs
 
     def update(self, deployment: dict[str, Any], replicas: int) -> None:
         self.replicas = int(replicas)
@@ -69,15 +80,12 @@ class DeploymentRunner:
             return
         replicas = self._sets.setdefault(self.desired, [])
         while len(replicas) < self.replicas:
-            replica = Replica(
-                f"{self.name}-{self.desired}-{len(replicas)}",
-                self._plans[self.desired],
-                self._pods_dir / self.namespace / f"{self.name}-{self.desired}-{len(replicas)}",
-                self._fetch_model,
-                self._on_change,
-                self._resolve_python,
-                self._fork_server,
-            )
+            name = f"{self.name}-{self.desired}-{len(replicas)}"
+            pod_dir = self._pods_dir / self.namespace / name
+            owner = ReplicaOwner(self.namespace, self.name, self.desired)
+            adopted = self._adopter.claim(pod_dir, owner) if self._adopter is not None else None
+            replica = Replica(name, self._plans[self.desired], pod_dir, self._fetch_model, self._on_change,
+                              self._resolve_python, self._fork_server, owner=owner, adopted=adopted)
             replicas.append(replica)
             replica.start()
         while len(replicas) > self.replicas:
@@ -119,6 +127,12 @@ class DeploymentRunner:
         map and its pod directory (where its ZMQ sockets are): an LLM router lists every engine and lets
         its own monitor follow their readiness."""
         return [(dict(r.ports), r.pod_dir) for r in self._sets.get(self.desired, [])]
+
+    @property
+    def settled(self) -> bool:
+        """No replica is between starting its process and recording it, and none is being stopped: the
+        daemon may exec into its next image (``odh restart``) without losing track of a process."""
+        return not self._stopping and not any(r.launching for rs in self._sets.values() for r in rs)
 
     def replica_infos(self) -> list[ReplicaInfo]:
         return [r.info() for rs in self._sets.values() for r in rs]

@@ -11,6 +11,12 @@ Exit codes come from the zygote, which reaps its children. Each child is also wa
 opened when its pid arrives: if the zygote dies, its replicas keep serving, and their ends are still
 seen (the code is then lost with the zygote: ``exit_known`` is False).
 
+Across ``odh restart`` (the daemon re-executes itself in place, see ``handover.py``) the zygote keeps
+running: ``detach`` hands its pid, its control socket's descriptor (kept open across the exec) and any
+half-read message to the next image, whose ``adopt`` picks up the conversation where it stopped; the
+zygote notices nothing. Its children's exits, reported after the exec, reach the replicas that the new
+image adopted (``adopt_child``).
+
 A replica is forked only when its interpreter is the zygote's and its ``python -m`` module is one the
 zygote may run, and when its container env sets nothing an interpreter or a native library reads at
 start-up (``PYTHON*``, ``LD_*``, ``MALLOC_*``, ``OMP_*``, ``MKL_*``, ``OPENBLAS_*``, ``*_NUM_THREADS``):
@@ -31,9 +37,11 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from serving.platform.local.children import AdoptedChild
 from serving.platform.local.pods import replica_environment
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,27 @@ RESTART_BACKOFF_MAX = 30.0
 STOP_GRACE = 5.0
 # The exit code recorded for a replica whose zygote died before it: a pidfd says when, not how.
 EXIT_UNKNOWN = 255
+# Exits reported for children no replica has claimed yet (after a handover), kept for the claim.
+EARLY_EXITS_KEPT = 1024
+
+
+@dataclass(frozen=True)
+class ZygoteHandover:
+    """What the next daemon image needs to keep talking to a running zygote."""
+
+    pid: int
+    fd: int  # our end of the control socket, inheritable across the exec
+    buffer: str  # bytes read but not yet a whole message (latin-1)
+    ready: bool
+    preloaded: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "fd": self.fd, "buffer": self.buffer, "ready": self.ready, "preloaded": list(self.preloaded)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ZygoteHandover:
+        return cls(int(data["pid"]), int(data["fd"]), str(data.get("buffer", "")), bool(data.get("ready")),
+                   tuple(str(m) for m in data.get("preloaded") or ()))
 
 
 class ReplicaProcess(Protocol):
@@ -138,14 +167,19 @@ class ForkServer:
         self.starts = 0  # zygotes started, the first included
         self.preloaded: list[str] = []
         self.ready = False
-        self._proc: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._proc: ReplicaProcess | None = None
+        self._sock: socket.socket | None = None  # our end of the control socket
+        self._buffer = b""  # read from it, not yet a whole line
+        self._send_lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
         self._ready_event = asyncio.Event()
         self._pending: dict[int, asyncio.Future[ForkedProcess | None]] = {}
         self._children: dict[int, ForkedProcess] = {}
+        self._early_exits: dict[int, int] = {}
         self._ids = itertools.count(1)
         self._stopping = False
+        self._adopted: ZygoteHandover | None = None
+        self._detached = False
 
     @classmethod
     def from_env(cls, state_dir: Path, env: Mapping[str, str] = os.environ) -> ForkServer | None:
@@ -163,6 +197,40 @@ class ForkServer:
         self._stopping = False
         self._supervisor = asyncio.create_task(self._supervise(), name="fork server")
 
+    async def adopt(self, handover: ZygoteHandover) -> None:
+        """Instead of ``start``, in a re-executed daemon: take over the zygote the previous image ran (it
+        restarts as usual if it dies)."""
+        self._take_over(handover)  # at once: replicas adopted next look the zygote up by its pid
+        self._adopted = handover
+        await self.start()
+
+    def detach(self) -> ZygoteHandover | None:
+        """Hand the running zygote to the next image: its control socket's descriptor stays open across
+        ``os.execv``. Call it with no spawn in flight and exec at once (nothing runs on this loop after);
+        None when no zygote runs. ``reattach`` undoes it when the exec fails."""
+        sock, proc = self._sock, self._proc
+        if sock is None or proc is None or proc.returncode is not None:
+            return None
+        self._detached = True
+        os.set_inheritable(sock.fileno(), True)
+        return ZygoteHandover(proc.pid, sock.fileno(), self._buffer.decode("latin-1"), self.ready, tuple(self.preloaded))
+
+    def reattach(self) -> None:
+        self._detached = False
+        if self._sock is not None:
+            os.set_inheritable(self._sock.fileno(), False)
+
+    def adopt_child(self, pid: int) -> ForkedProcess:
+        """A replica this zygote forked for the previous image: its exit is reported to the returned process."""
+        child = self._children[pid] = ForkedProcess(pid)
+        if pid in self._early_exits:
+            child.exited(self._early_exits.pop(pid))
+            del self._children[pid]
+        elif self._proc is None or self._proc.returncode is not None:
+            del self._children[pid]
+            child.orphaned()
+        return child
+
     async def wait_ready(self, limit_s: float) -> bool:
         """For benchmarks and tests: wait until the zygote can fork (False after ``limit_s`` seconds)."""
         with contextlib.suppress(TimeoutError):
@@ -176,17 +244,19 @@ class ForkServer:
     async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, log_path: Path) -> ForkedProcess | None:
         """Fork ``argv`` (``python -m MOD ARGS``) with exactly ``env``, in ``cwd``, stdout and stderr
         appended to ``log_path``; None when the caller should spawn it itself."""
-        if not self.ready or self._writer is None:
+        sock = self._sock
+        if not self.ready or sock is None:
             return None
         request_id = next(self._ids)
-        reply: asyncio.Future[ForkedProcess | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[ForkedProcess | None] = loop.create_future()
         self._pending[request_id] = reply
         try:
             message = {"id": request_id, "argv": list(argv), "env": dict(env), "cwd": cwd, "log": str(log_path)}
-            self._writer.write(json.dumps(message).encode() + b"\n")
-            await self._writer.drain()
+            async with self._send_lock:  # one whole line at a time
+                await loop.sock_sendall(sock, json.dumps(message).encode() + b"\n")
             return await asyncio.wait_for(reply, SPAWN_REPLY_TIMEOUT)
-        except (ConnectionError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             log.warning("fork server did not answer (%s); restarting it, and spawning meanwhile", type(exc).__name__)
             self._kill()
             return None
@@ -196,8 +266,9 @@ class ForkServer:
     async def stop(self) -> None:
         """Stop the zygote (its replicas are the daemon's to stop, before this)."""
         self._stopping = True
-        if self._writer is not None:
-            self._writer.close()  # the zygote exits when its control socket closes
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_WR)  # the zygote exits when it reads the end of its control socket
         proc = self._proc
         if proc is not None and proc.returncode is None:
             try:
@@ -220,7 +291,8 @@ class ForkServer:
             except Exception:  # a broken zygote means plain spawns, never a broken daemon
                 log.exception("fork server failed")
             finally:
-                self._lost()
+                if not self._detached:
+                    self._lost()
             if self._stopping:
                 return
             if time.monotonic() - started > RESTART_BACKOFF_MAX:
@@ -230,6 +302,20 @@ class ForkServer:
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
 
     async def _run_one(self) -> None:
+        adopted, self._adopted = self._adopted, None
+        if adopted is None:
+            await self._start_zygote()
+        sock, proc = self._sock, self._proc
+        assert sock is not None and proc is not None
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        self._read_lines()  # what the previous image had read of a message
+        while data := await loop.sock_recv(sock, 65536):
+            self._buffer += data
+            self._read_lines()
+        await proc.wait()
+
+    async def _start_zygote(self) -> None:
         ours, theirs = socket.socketpair()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -240,13 +326,31 @@ class ForkServer:
                     pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
                     stderr=asyncio.subprocess.STDOUT, env=replica_environment(os.environ), start_new_session=True,
                 )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.starts += 1
-        reader, self._writer = await asyncio.open_unix_connection(sock=ours)
-        while line := await reader.readline():
+        self._sock, self._buffer = ours, b""
+
+    def _take_over(self, handover: ZygoteHandover) -> None:
+        child = AdoptedChild(handover.pid)
+        child.watch()
+        self._proc = child
+        self._sock = socket.socket(fileno=handover.fd)
+        os.set_inheritable(handover.fd, False)
+        self._buffer = handover.buffer.encode("latin-1")
+        self.preloaded = list(handover.preloaded)
+        self.ready = handover.ready
+        if self.ready:
+            self._ready_event.set()
+        log.info("fork server %d adopted from the previous daemon image", handover.pid)
+
+    def _read_lines(self) -> None:
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
             self._on_message(json.loads(line))
-        await self._proc.wait()
 
     def _on_message(self, message: dict[str, Any]) -> None:
         if "ready" in message:
@@ -261,6 +365,10 @@ class ForkServer:
             child = self._children.pop(int(message["pid"]), None)
             if child is not None:
                 child.exited(int(message["exit"]))
+            else:  # a child of the previous daemon image that no replica has adopted yet
+                self._early_exits[int(message["pid"])] = int(message["exit"])
+                while len(self._early_exits) > EARLY_EXITS_KEPT:
+                    del self._early_exits[next(iter(self._early_exits))]
         elif "id" in message:
             reply = self._pending.get(int(message["id"]))
             child = None
@@ -275,9 +383,10 @@ class ForkServer:
         """The zygote is gone: plain spawns from now on, its children watched through the kernel."""
         self.ready = False
         self._ready_event.clear()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buffer = b""
         for reply in self._pending.values():
             if not reply.done():
                 reply.set_result(None)

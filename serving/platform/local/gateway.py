@@ -52,7 +52,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -114,6 +116,9 @@ MAX_RESENDS = 3
 RETRY_AFTER = b"retry-after: 1\r\n"
 # A client connection with no request in flight for this long is closed (nginx's keepalive_timeout).
 CLIENT_IDLE_TIMEOUT = 75.0
+# While draining for a restart, a client connection idle this long between requests is closed (a loopback
+# client sends its next request within a millisecond; that one is answered with Connection: close).
+DRAIN_IDLE_GRACE = 0.1
 # Bounds on how often the one sweep timer checks every client connection for the timeouts above.
 _SWEEP_MIN, _SWEEP_MAX = 0.05, 5.0
 
@@ -223,6 +228,8 @@ class Gateway:
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.draining = False  # stop_accepting was called: every response closes its connection
+        self._listen_fd = -1
         self._clients: set[_ClientConnection] = set()
         self.pool: ConnectionPool[Endpoint, _UpstreamConnection] = self._new_pool()
         self._dials: set[asyncio.Task[None]] = set()
@@ -234,15 +241,21 @@ class Gateway:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> int:
-        """Bind ``host:port`` (0 = a free port) and serve; returns the bound port."""
+    async def start(self, host: str = "127.0.0.1", port: int = 8080, *, sock: socket.socket | None = None) -> int:
+        """Bind ``host:port`` (0 = a free port) and serve, or serve on ``sock``, a listening socket inherited
+        from the previous daemon image (``stop_accepting``); returns the bound port."""
         self._loop = asyncio.get_running_loop()
         if self.pool.closed:
             self.pool = self._new_pool()
-        self._server = await self._loop.create_server(
-            lambda: _ClientConnection(self), host, port, reuse_address=True, backlog=1024)
+        self.draining = False
+        if sock is not None:
+            self._server = await self._loop.create_server(lambda: _ClientConnection(self), sock=sock, backlog=1024)
+        else:
+            self._server = await self._loop.create_server(
+                lambda: _ClientConnection(self), host, port, reuse_address=True, backlog=1024)
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
+        self._listen_fd = self._server.sockets[0].fileno()
         self._sweeper = self._loop.call_later(self._sweep_interval(), self._sweep)
         return self.port
 
@@ -261,6 +274,34 @@ class Gateway:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 5.0)
         self._server = None
+
+    def stop_accepting(self) -> socket.socket:
+        """For a restart in place: stop accepting and return a duplicate of the listening socket, which keeps
+        the port listening (new connections wait in the kernel's backlog for whoever serves it next). From
+        now on every response says ``Connection: close`` and ends its connection; ``drain`` waits for that."""
+        assert self._server is not None, "the gateway is not started"
+        listener = socket.socket(fileno=os.dup(self._listen_fd))
+        self.draining = True
+        self._server.close()
+        for client in self._clients:
+            for exchange in client.queue:
+                if exchange.status == 0:  # its response has not begun: it can still say Connection: close
+                    exchange.keep_alive = False
+        return listener
+
+    async def drain(self, limit_s: float) -> int:
+        """After ``stop_accepting``: wait until every client connection has closed, closing those idle between
+        requests, for at most ``limit_s`` seconds; returns how many are still open."""
+        loop = self._loop
+        assert loop is not None
+        deadline = loop.time() + limit_s
+        while self._clients and loop.time() < deadline:
+            now = loop.time()
+            for client in list(self._clients):
+                if not client.queue and not client.head_open and now - client.last_active >= DRAIN_IDLE_GRACE:
+                    client.close()
+            await asyncio.sleep(0.01)
+        return len(self._clients)
 
     def _sweep_interval(self) -> float:
         limits = self.limits
@@ -1193,7 +1234,7 @@ class _ClientConnection(asyncio.Protocol):
         self.head_open = False
         parser = self.parser
         exchange.method = parser.get_method()
-        exchange.keep_alive = parser.should_keep_alive()
+        exchange.keep_alive = parser.should_keep_alive() and not self.gateway.draining
         version = parser.get_http_version()
         exchange.http10 = version == "1.0"
         # Request line and header lines, counted as sent: name, ": ", value, CRLF.

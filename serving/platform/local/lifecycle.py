@@ -1,4 +1,4 @@
-"""Start and stop the daemon as a background process (what ``odh up`` / ``odh down`` do)."""
+"""Start, stop and restart the daemon as a background process (``odh up`` / ``odh down`` / ``odh restart``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serving.errors import PlatformError
+from serving.errors import DaemonNotRunningError, PlatformError
 from serving.platform.local.client import LocalPlatform
 from serving.platform.local.daemon import DaemonFiles
 from serving.platform.local.orphans import stop_orphans
@@ -57,6 +57,30 @@ def start_daemon(state: Path, gateway_port: int, *, timeout: float = 30.0, env: 
         time.sleep(0.1)
     proc.terminate()
     raise PlatformError(f"the odh daemon did not start within {timeout:.0f}s; see {files.log}")
+
+
+def restart_daemon(state: Path, *, timeout: float = 120.0) -> dict[str, Any]:
+    """Restart the running daemon in place without losing a request (SIGHUP: it drains, re-executes itself
+    and adopts its replicas; see ``handover.py``); returns the new image's info once its API answers.
+
+    Raises DaemonNotRunningError when no daemon runs, PlatformError when it exits or does not come back
+    within ``timeout`` seconds (its log's tail says why).
+    """
+    files = DaemonFiles(state)
+    before = daemon_info(state)
+    if before is None:
+        raise DaemonNotRunningError(f"no odh daemon runs on {state}: start it with `odh up`")
+    pid = int(before["pid"])
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _exited(pid):
+            raise PlatformError(f"the odh daemon exited during its restart; see {files.log}:\n{_tail(files.log)}")
+        info = daemon_info(state)
+        if info is not None and info.get("started") != before.get("started"):
+            return info
+        time.sleep(0.1)
+    raise PlatformError(f"the odh daemon did not come back from its restart within {timeout:.0f}s; see {files.log}")
 
 
 def stop_daemon(state: Path, *, timeout: float = 30.0) -> bool:

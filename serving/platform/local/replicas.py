@@ -3,6 +3,10 @@
 A replica is an asyncio task. It never raises: failures become its ``state`` and ``message``, which the
 daemon turns into Deployment and InferenceService status. Restarts back off exponentially (as kubelet's
 CrashLoopBackOff does) and the backoff resets once a process has stayed up for a while.
+
+A replica made with ``adopted`` (a daemon re-executed by ``odh restart``, see ``handover.py``) takes over
+the process the previous image ran, at the ports it listens on, instead of starting one; it is ready at
+once if its readiness probe passed at adoption. When that process ends it is restarted as any other.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from serving.platform.local.forkserver import ForkedProcess, ForkServer, ReplicaProcess
-from serving.platform.local.orphans import forget_process, kill_leftovers, record_process
+from serving.platform.local.orphans import ReplicaOwner, forget_process, kill_leftovers, record_process
 from serving.platform.local.pods import PodPlan, materialize, replica_environment
+
+if TYPE_CHECKING:
+    from serving.platform.local.handover import Adopted
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +87,10 @@ def free_port() -> int:
 
 class Replica:
     def __init__(self, name: str, plan: PodPlan, pod_dir: Path, fetch_model: ModelFetcher, on_change: Callable[[], None],
-                 resolve_python: PythonResolver | None = None, fork_server: ForkServer | None = None) -> None:
+                 resolve_python: PythonResolver | None = None, fork_server: ForkServer | None = None, *,
+                 owner: ReplicaOwner | None = None, adopted: Adopted | None = None) -> None:
         self.name = name
+        self.owner = owner  # recorded with its process, so that a restarted daemon can adopt it
         self.plan = plan
         self.pod_dir = pod_dir
         self._fetch_model = fetch_model
@@ -91,13 +101,21 @@ class Replica:
         # Container port -> loopback port, fixed for the replica's life (as a pod IP is): a restarted
         # engine comes back at the address its router and KV-event subscriber already know.
         self.ports: dict[int, int] = {cp: free_port() for cp in plan.all_ports}
+        if adopted is not None:
+            self.ports.update(adopted.ports)
         self.port: int | None = self.ports[plan.container_port]
         self.restarts = 0
         # Consecutive starts that died (or failed to fetch) before ever becoming ready: a rollout
         # whose new replicas keep failing is abandoned and the old version keeps serving.
         self.failures_before_ready = 0
         self.message = ""
-        self.created = time.time()
+        self.created = adopted.created if adopted is not None else time.time()
+        self._adopted = adopted
+        if adopted is not None and adopted.ready:
+            self.state = ReplicaState.READY  # an endpoint from the first reconcile after the restart
+        # Between starting a process and recording it: a restart must not exec then (the process would be
+        # nobody's).
+        self.launching = False
         self._proc: ReplicaProcess | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -129,7 +147,7 @@ class Replica:
         while not self._stopping:
             started = time.monotonic()
             try:
-                if model_dir is None and self.plan.storage_uri:
+                if model_dir is None and self.plan.storage_uri and self._adopted is None:
                     self._set(ReplicaState.INITIALIZING, f"fetching {self.plan.storage_uri}")
                     model_dir = await asyncio.to_thread(self._fetch_model, self.plan.storage_uri, self.pod_dir / "models")
                 await self._serve_once(model_dir)
@@ -151,14 +169,26 @@ class Replica:
 
     async def _serve_once(self, model_dir: Path | None) -> None:
         self._was_ready = False
-        python = self._resolve_python(self.plan) if self._resolve_python else sys.executable
-        argv, env = materialize(self.plan, port=self.ports[self.plan.container_port], model_dir=model_dir,
-                                python=python, extra_ports=self.ports, ipc_dir=self.pod_dir)
         log_path = self.pod_dir / "replica.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._set(ReplicaState.STARTING, "")
-        self._proc = await self._start_process(argv, env, log_path)
-        record_process(self.pod_dir, self._proc.pid)  # a daemon killed from now on leaves a way to stop it
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None:
+            self._proc = adopted.process
+            self._was_ready = adopted.ready
+            self._set(ReplicaState.READY if adopted.ready else ReplicaState.STARTING, "")
+        else:
+            python = self._resolve_python(self.plan) if self._resolve_python else sys.executable
+            argv, env = materialize(self.plan, port=self.ports[self.plan.container_port], model_dir=model_dir,
+                                    python=python, extra_ports=self.ports, ipc_dir=self.pod_dir)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._set(ReplicaState.STARTING, "")
+            self.launching = True
+            try:
+                self._proc = await self._start_process(argv, env, log_path)
+                # A daemon killed from now on leaves a way to stop it; one restarted, a way to adopt it.
+                record_process(self.pod_dir, self._proc.pid, self.owner, self.ports,
+                               f"http://127.0.0.1:{self.port}{self.plan.readiness_path}")
+            finally:
+                self.launching = False
         exited = asyncio.create_task(self._proc.wait())
         probe = asyncio.create_task(self._probe_loop())
         try:
