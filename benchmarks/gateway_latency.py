@@ -19,6 +19,12 @@ Results go to ``benchmarks/results/gateway_latency.json``.
 runs one model server and two standalone gateways, this tree's and DIR's, and alternates direct, before and
 after in every round: latency at concurrency 1, throughput at ``--concurrency`` and each gateway's CPU time
 per request (utime + stime from ``/proc``). Results go to ``benchmarks/results/gateway_before_after.json``.
+
+``--activator`` measures what the activator and traffic split add when a replica is ready: one model server,
+two standalone gateways in front of it, one routing ``default/iris`` with ``set`` (no revision, no hold: the
+baseline), one with ``set_split`` (a revision with 100 %, held when not ready, metered), alternated with direct
+in every round, with each gateway's CPU time per request. Target: the split route adds < 1 ms at p50 over
+the plain one. Results go to ``benchmarks/results/gateway_activator.json``.
 """
 
 from __future__ import annotations
@@ -75,7 +81,10 @@ def _wrk(url: str, connections: int, duration: float) -> dict[str, float]:
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
     latency = {int(p): _ms(v) for p, v in re.findall(r"^\s+(\d+)%\s+(\S+)", out, re.M)}
-    return {"p50_ms": latency[50], "p99_ms": latency[99], "rps": float(re.search(r"Requests/sec:\s+(\S+)", out)[1])}
+    rps = re.search(r"Requests/sec:\s+(\S+)", out)
+    if rps is None:
+        raise RuntimeError(f"no Requests/sec in wrk's output for {url}:\n{out}")
+    return {"p50_ms": latency[50], "p99_ms": latency[99], "rps": float(rps[1])}
 
 
 def _ms(value: str) -> float:
@@ -286,6 +295,91 @@ def compare(before: Path, duration: float, repeat: int, upstream: str, concurren
             "concurrency": concurrency, "rows": rows, "summary": summary}
 
 
+def _fast_path_ns(calls: int = 200_000) -> float:
+    """Nanoseconds per request of what the split and the activator add to a request whose revision has a
+    ready replica, timed in-process on the real objects: the split's choice, the meter's two calls and the
+    per-revision count (the hold check itself is one attribute test)."""
+    from serving.platform.local.routes import Backend, Endpoint, RouteTable
+
+    table = RouteTable()
+    table.set_split("default", "iris", [Backend("iris-00001", 100, (Endpoint("127.0.0.1", 1),))])
+    route = table.route("default", "iris")
+    assert route is not None
+    counts: dict[tuple[str, str, int], int] = {}
+    clock = time.monotonic
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter_ns()
+        for _ in range(calls):
+            target = route.choose()
+            assert target is not None
+            meter = target.meter
+            meter.started(clock())
+            meter.finished(clock())
+            key = (target.namespace, target.name, 200)
+            counts[key] = counts.get(key, 0) + 1
+        best = min(best, (time.perf_counter_ns() - started) / calls)
+    return best
+
+
+def activator(duration: float, repeat: int, upstream: str, concurrency: int) -> dict[str, Any]:
+    """The activator's fast path: a gateway whose route goes through ``set_split`` (one ready revision) against
+    one whose route goes through ``set``, two processes in front of one model server, interleaved with direct in
+    every round; each gateway's CPU time per request too (robust where a shared machine makes latency noisy)."""
+    load = _wrk if shutil.which("wrk") else _python_load
+    server_port = free_port()
+    command, upstream_name = _upstream_command(upstream, server_port)
+    urls = {"direct": f"http://127.0.0.1:{server_port}{DIRECT_PATH}"}
+    rows: dict[str, list[dict[str, float]]] = {"direct": [], "set": [], "set_split": []}
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running(command))
+        wait_http(f"http://127.0.0.1:{server_port}/v2/health/ready", timeout=60, proc=server)
+        pids: dict[str, int] = {}
+        for name, flag in (("set", "--route"), ("set_split", "--split-route")):
+            port = free_port()
+            proc = stack.enter_context(running([sys.executable, "-m", "serving.platform.local.gateway", "--port", str(port),
+                                                flag, f"default/iris=127.0.0.1:{server_port}"]))
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+            urls[name], pids[name] = f"http://127.0.0.1:{port}{GATEWAY_PATH}", proc.pid
+        for url in urls.values():
+            load(url, 4, 2)
+        for round_ in range(repeat):
+            order = ["direct", "set", "set_split"] if round_ % 2 == 0 else ["direct", "set_split", "set"]
+            for name in order:
+                latency = load(urls[name], 1, duration)
+                cpu = _cpu_seconds(pids[name]) if name in pids else 0.0
+                started = time.monotonic()
+                throughput = load(urls[name], concurrency, duration)
+                elapsed = time.monotonic() - started
+                row = {"p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "rps_c1": latency["rps"],
+                       "rps": throughput["rps"]}
+                if name in pids:
+                    requests = throughput["rps"] * min(elapsed, max(1, round(duration)))
+                    row["cpu_us_per_request"] = (_cpu_seconds(pids[name]) - cpu) / requests * 1e6
+                rows[name].append(row)
+                print(f"round {round_ + 1} {name:>9}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+
+    def paired(name: str, base: str, key: str, ratio: bool = False) -> float:
+        pairs = zip(rows[base], rows[name], strict=True)
+        return statistics.median(g[key] / b[key] if ratio else g[key] - b[key] for b, g in pairs)
+
+    summary: dict[str, Any] = {
+        "split_over_set_p50_ms": paired("set_split", "set", "p50_ms"),
+        "split_over_set_p99_ms": paired("set_split", "set", "p99_ms"),
+        "split_over_set_throughput_ratio": paired("set_split", "set", "rps", ratio=True),
+        "set_over_direct_p50_ms": paired("set", "direct", "p50_ms"),
+        "split_over_direct_p50_ms": paired("set_split", "direct", "p50_ms"),
+        "cpu_us_per_request": {name: statistics.median(r["cpu_us_per_request"] for r in rows[name])
+                               for name in ("set", "set_split")},
+        "activator_fast_path_ns": _fast_path_ns(),
+    }
+    return {"benchmark": "gateway_activator", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "upstream": upstream_name, "load_tool": "wrk" if load is _wrk else "python load generator",
+            "duration_s": duration, "repeat": repeat, "concurrency": concurrency, "rows": rows, "summary": summary,
+            "pass": {"split_adds_under_1ms_p50": summary["split_over_set_p50_ms"] < TARGET_ADDED_P50_MS}}
+
+
 def run(duration: float, repeat: int, upstream: str, concurrency: int, via: str = "daemon") -> dict[str, Any]:
     load = _wrk if shutil.which("wrk") else _python_load
     tool = "wrk" if load is _wrk else "python load generator"
@@ -363,7 +457,16 @@ def main() -> None:
                         help="the gateway inside a real odh daemon (default) or alone in its own process")
     parser.add_argument("--compare-with", type=Path, metavar="DIR",
                         help="a worktree of an earlier commit: its standalone gateway against this tree's, interleaved")
+    parser.add_argument("--activator", action="store_true",
+                        help="a route through set_split (one ready revision) against one through set, interleaved")
     args = parser.parse_args()
+    if args.activator:
+        result = activator(args.duration, args.repeat, args.upstream, args.concurrency)
+        out = RESULTS.with_name("gateway_activator.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({"summary": result["summary"], "pass": result["pass"]}, indent=2))
+        return
     if args.compare_with is not None:
         result = compare(args.compare_with.resolve(), args.duration, args.repeat, args.upstream, args.concurrency)
         out = RESULTS.with_name("gateway_before_after.json")

@@ -12,10 +12,24 @@ adds several milliseconds per request; this one adds a fraction of one:
   back-pressure through ``pause_reading``/``pause_writing``, so SSE reaches the client event by event;
 * connections are kept alive on both sides; each upstream endpoint has a LIFO pool of idle connections.
 
-Failure semantics: 404 (no route), 503 (route without ready replica), 502 (upstream failed before any
-response byte), 504 (upstream read timeout). A connect failure tries the next endpoint (nothing was sent).
-A pooled connection that the replica closed just as we reused it (EOF or reset before any response
-byte) is redialled once with the same request, whose bytes we keep until the response starts.
+Revisions and the activator (Knative's, inside the gateway; the route table holds the data): a route's
+request goes to one of its revisions by the route's traffic split (smooth weighted round robin), and is
+counted on that revision's meter (``started`` when accepted, ``finished`` when its response ends, held
+time included) for the KPA. When the revision has no ready replica the request is *held* in the
+revision's bounded queue, ``RouteTable.on_activate`` tells the daemon (once per transition), and the
+held requests go, first held first, to the replicas the daemon then routes. Past the bound (``activator_queue``
+held, or ``activator_wait_s`` waited) the answer is 503 with Retry-After, naming the revision; a client
+that hangs up while held leaves the queue. A revision routed with ``RouteTable.set`` (or marked failed)
+is not held for: 503 at once.
+
+Failure semantics: 404 (no route), 503 (a revision that may not be waited for has no ready replica, or
+the activator's bounds), 502 (upstream failed before any response byte and the request cannot go
+again), 504 (upstream read timeout). A connect failure tries the next endpoint (nothing was sent). A
+pooled connection that the replica closed just as we reused it (EOF or reset before any response byte)
+is redialled once with the same request, whose bytes we keep until the response starts. A replica that
+resets a fresh connection before any response byte (killed under load) gets the request sent to the
+next endpoint, or held until one is ready; up to ``MAX_RESENDS`` times, and only while the body is
+still kept (under ``REPLAY_LIMIT``).
 
 Requests the gateway refuses (each answer names the problem; the connection then closes, after the
 answers to the requests pipelined before it):
@@ -43,7 +57,7 @@ response, a 101, a response that ends before the whole request went up (the repl
 rest as a new request), or a body length that differs from the Content-Length we sent.
 
 Run standalone for benchmarks: ``python -m serving.platform.local.gateway --port 8080
---route default/iris=127.0.0.1:9000[,127.0.0.1:9001]``.
+--route default/iris=127.0.0.1:9000[,127.0.0.1:9001]`` (``--split-route`` for a route through a revision).
 """
 
 from __future__ import annotations
@@ -96,7 +110,7 @@ from serving.platform.local.limits import (
     MAX_REQUEST_HEAD_ENV,
     PlatformLimits,
 )
-from serving.platform.local.routes import Endpoint, Route, RouteTable, RouteTarget
+from serving.platform.local.routes import Backend, Endpoint, Route, RouteTable, RouteTarget
 
 log = logging.getLogger(__name__)
 
@@ -1386,10 +1400,14 @@ def _parse_route(spec: str) -> tuple[str, str, list[Endpoint]]:
     return namespace, name, endpoints
 
 
-async def serve(host: str, port: int, routes: Iterable[tuple[str, str, list[Endpoint]]]) -> None:
+async def serve(host: str, port: int, routes: Iterable[tuple[str, str, list[Endpoint]]],
+                split_routes: Iterable[tuple[str, str, list[Endpoint]]] = ()) -> None:
     table = RouteTable()
     for namespace, name, endpoints in routes:
         table.set(namespace, name, endpoints)
+    for namespace, name, endpoints in split_routes:
+        # As the daemon routes a Serverless InferenceService: one revision, all traffic, held when not ready.
+        table.set_split(namespace, name, [Backend(f"{name}-00001", 100, tuple(endpoints), tag="latest")])
     gateway = Gateway(table, limits=PlatformLimits.from_env())
     bound = await gateway.start(host, port)
     print(f"gateway listening on http://{host}:{bound}", flush=True)
@@ -1407,14 +1425,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--route", action="append", type=_parse_route, default=[],
                         help="namespace/name=host:port[,host:port...] (repeatable)")
+    parser.add_argument("--split-route", action="append", type=_parse_route, default=[],
+                        help="the same, routed as a revision {name}-00001 with 100%% of the traffic, tagged latest, "
+                             "whose requests the activator holds while it has no endpoint (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(args.host, args.port, args.route))
+        asyncio.run(serve(args.host, args.port, args.route, args.split_route))
     else:
-        uvloop.run(serve(args.host, args.port, args.route))
+        uvloop.run(serve(args.host, args.port, args.route, args.split_route))
 
 
 if __name__ == "__main__":
