@@ -23,5 +23,10 @@ test: setup
 unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
+# ruff and mypy as configured in pyproject.toml (mypy's file list is there too).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 clean:
 	rm -rf $(VENV) build *.egg-info
