@@ -75,6 +75,9 @@ class Start:
     ready: float
     answer: float
     model_load: float | None
+    # CPU seconds the replica process used until ready (utime + stime): the machine's other load stretches
+    # wall-clock figures, not this one, so it compares trees even on a busy machine
+    cpu_to_ready: float | None = None
 
     @property
     def total(self) -> float:
@@ -105,6 +108,8 @@ async def one_start(state: Path, name: str, server: ForkServer | None) -> Start:
         t_pid = await _observed(lambda: replica.info().pid is not None)
         t_bind = await _observed(lambda: _accepts(port))
         t_ready = await _observed(lambda: replica.ready)
+        pid = replica.info().pid
+        cpu_to_ready = _cpu_seconds(pid) if pid is not None else None
         response = await client.post(f"http://127.0.0.1:{replica.port}/v1/models/iris:predict", json=BODY)
         t_answer = time.perf_counter()
         assert response.status_code == 200 and response.json()["predictions"] == [1, 1], response.text
@@ -114,7 +119,7 @@ async def one_start(state: Path, name: str, server: ForkServer | None) -> Start:
         await replica.stop()
     loaded = LOADED.search((pod / "replica.log").read_text())
     return Start(how, fetched[0] if fetched else 0.0, t_pid - t0, t_bind - t_pid, t_ready - t_bind, t_answer - t_ready,
-                 float(loaded[1]) if loaded else None)
+                 float(loaded[1]) if loaded else None, cpu_to_ready)
 
 
 async def _observed(check: Callable[[], bool]) -> float:
@@ -123,6 +128,11 @@ async def _observed(check: Callable[[], bool]) -> float:
         if check():
             return time.perf_counter()
         await asyncio.sleep(0.0005)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _accepts(port: int) -> bool:
@@ -146,10 +156,12 @@ def bare_interpreter_load(model_dir: Path) -> float:
 
 def summary(starts: list[Start]) -> dict[str, float]:
     keys = ("fetch", "start", "bind", "ready", "answer", "total")
+    cpu = [s.cpu_to_ready for s in starts if s.cpu_to_ready is not None]
     out = {k: statistics.median(getattr(s, k) for s in starts) for k in keys}
     loads = [s.model_load for s in starts if s.model_load is not None]
     out["model_load"] = statistics.median(loads) if loads else float("nan")
     out["max_total"] = max(s.total for s in starts)
+    out["cpu_to_ready"] = statistics.median(cpu) if cpu else float("nan")
     return out
 
 
@@ -335,10 +347,10 @@ def main() -> None:
     assert isinstance(median, dict)
     print(f"{result['machine']}; load average {result['load_average']}; zygote ready in {result['zygote_ready_s']:.2f} s")
     print(f"{'case (median seconds)':44} {'fetch':>7} {'start':>7} {'bind':>7} {'ready':>7} {'answer':>7} {'TOTAL':>7} "
-          f"{'max':>7} {'model load':>10}")
+          f"{'max':>7} {'model load':>10} {'CPU s':>7}")
     for label, row in median.items():
         print(f"{label:44} {row['fetch']:7.3f} {row['start']:7.3f} {row['bind']:7.3f} {row['ready']:7.3f} "
-              f"{row['answer']:7.3f} {row['total']:7.3f} {row['max_total']:7.3f} {row['model_load']:10.3f}")
+              f"{row['answer']:7.3f} {row['total']:7.3f} {row['max_total']:7.3f} {row['model_load']:10.3f} {row['cpu_to_ready']:7.3f}")
     print(f"{'c_bare_interpreter (to loaded)':44} {'':>39} {result['c_bare_interpreter_load_s']:7.3f}")
     warm = median["a_warm_forked"]["total"]
     print(f"warm fork to first answer is {result['c_bare_interpreter_load_s'] / warm:.1f}x faster than a bare interpreter "
