@@ -153,3 +153,17 @@ def test_the_router_module_run_directly_refuses_an_unknown_tier_in_one_line() ->
     with pytest.raises(SystemExit) as exit_:
         main(["--port", "1", "--model", "m", "--engine", "http://127.0.0.1:1", "--api-key", "sk-1:bogus"])
     assert str(exit_.value.code).startswith("error: unknown priority class 'bogus'")
+
+
+def test_render_of_a_serverless_manifest_prints_a_valid_knative_service(manifest) -> None:
+    from schemas import assert_valid
+
+    samples = Path(__file__).parents[1] / "fixtures" / "kserve" / "samples"
+    sample = yaml.safe_load((samples / "v1beta1__sklearn__v1__sklearn.yaml").read_text())
+    sample["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "Serverless", "autoscaling.knative.dev/target": "1"}
+    result = odh("render", "-f", manifest(yaml.safe_dump(sample)))
+    assert result.exit_code == 0, result.stderr
+    (ksvc,) = list(yaml.safe_load_all(result.stdout))
+    assert (ksvc["apiVersion"], ksvc["kind"], ksvc["metadata"]["name"]) == ("serving.knative.dev/v1", "Service", "sklearn-iris-predictor")
+    assert ksvc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"] == "1"
+    assert_valid(ksvc, "knative_service.yaml", "v1")
