@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from serving.errors import AdmissionError, FieldError
-from serving.kserve.admission import admit_inference_service, admit_serving_runtime, name_of
+from serving.kserve.admission import AdmissionConfig, admit_inference_service, admit_serving_runtime, name_of
 from serving.kserve.llmisvc import KIND as LLMISVC
 from serving.kserve.llmisvc import admit_llm_inference_service
 
@@ -26,10 +26,11 @@ def kind_error(kind: Any) -> FieldError | None:
     return FieldError("kind", f"{got}; accepted kinds: {', '.join(USER_KINDS)}")
 
 
-def admit_object(obj: Any, *, max_replicas: int | None = None) -> dict[str, Any]:
+def admit_object(obj: Any, *, max_replicas: int | None = None, config: AdmissionConfig | None = None) -> dict[str, Any]:
     """Default and validate any user object; returns the admitted plain object.
 
-    ``max_replicas`` is the platform's replica limit (None: none). Raises ``AdmissionError`` naming
+    ``max_replicas`` is the platform's replica limit (None: none); ``config`` the platform's admission
+    defaults (its default deployment mode). Raises ``AdmissionError`` naming
     every rejected field; an unknown kind is refused before anything else is looked at.
     """
     if not isinstance(obj, dict):
@@ -39,7 +40,7 @@ def admit_object(obj: Any, *, max_replicas: int | None = None) -> dict[str, Any]
     if refused is not None:
         raise AdmissionError([refused], kind=kind if isinstance(kind, str) else "", name=name_of(obj))
     if kind == ISVC:
-        return admit_inference_service(obj, max_replicas=max_replicas).to_dict()
+        return admit_inference_service(obj, max_replicas=max_replicas, config=config).to_dict()
     if kind == LLMISVC:
         return admit_llm_inference_service(obj, max_replicas=max_replicas)
     return admit_serving_runtime(obj).to_dict()

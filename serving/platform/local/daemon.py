@@ -37,6 +37,7 @@ from serving.config import DEFAULT_GATEWAY_PORT
 from serving.errors import NotFoundError, PlatformError, RuntimeResolutionError
 from serving.knative import GROUP as KNATIVE_GROUP
 from serving.kserve import (
+    AdmissionConfig,
     PredictorObservation,
     ReconcileConfig,
     ReconcileError,
@@ -128,7 +129,9 @@ class Daemon:
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
         self.platform_config = PlatformConfig.load(state)  # <state>/config.yaml: defaults and the KPA's ConfigMap
-        self.config = ReconcileConfig(default_deployment_mode=self.platform_config.deployment.default_deployment_mode)
+        default_mode = self.platform_config.deployment.default_deployment_mode
+        self.admission = AdmissionConfig(default_deployment_mode=default_mode)  # what an annotation-less apply gets
+        self.config = ReconcileConfig(default_deployment_mode=default_mode)
         self.serverless = ServerlessController(self.store, self.routes, self._run, reconcile_config=self.config,
                                                autoscaler_config=self.platform_config.autoscaler, url_for=self.gateway.url_for)
         self.routes.on_activate = self._activate
@@ -162,7 +165,7 @@ class Daemon:
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Admit and store ``obj``, one of the kinds users apply. An AdmissionError (any other kind, a bad
         field, replicas beyond the limit) leaves every stored object untouched."""
-        obj = admit_object(obj, max_replicas=self.limits.max_replicas)
+        obj = admit_object(obj, max_replicas=self.limits.max_replicas, config=self.admission)
         stored, _ = self.store.put(obj)
         self.wake()
         return stored
@@ -397,7 +400,7 @@ class Daemon:
         ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
         # Admitted again with today's limits: a database from before them (or a lowered limit) must not
         # start what apply would refuse now.
-        isvc = admit_inference_service(stored, max_replicas=self.limits.max_replicas)
+        isvc = admit_inference_service(stored, max_replicas=self.limits.max_replicas, config=self.admission)
         failure: tuple[str, str] | None = None
         deployments: set[tuple[str, str]] = set()
         runtime = None
