@@ -39,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.llmd.common import (
     MODEL,
     PY,
+    Proc,
     Procs,
+    Sim,
     busy_processes,
     cpu_seconds,
     free_port_block,
@@ -124,7 +126,7 @@ def measure(name: str, url: str, pid: int, sim_pid: int, script: Path, args: arg
     return row
 
 
-def start_ours_from(procs: Procs, sim, source: Path) -> tuple[object, str]:
+def start_ours_from(procs: Procs, sim: Sim, source: Path) -> tuple[Proc, str]:
     """Our router as the tree at ``source`` has it: ``-P`` keeps the working directory off sys.path so that
     PYTHONPATH picks the tree."""
     from benchmarks.llmd.common import BLOCK, HOST, TOKENIZER
@@ -142,7 +144,7 @@ def start_ours_from(procs: Procs, sim, source: Path) -> tuple[object, str]:
     return p, url
 
 
-def profile_ours(procs: Procs, sim, script: Path, args: argparse.Namespace) -> str:
+def profile_ours(procs: Procs, sim: Sim, script: Path, args: argparse.Namespace) -> str:
     """Our router under cProfile for one throughput run, plus py-spy's view when available."""
     out = []
     prof = Path(tempfile.mkdtemp(prefix="llmd-prof-")) / "router.prof"
@@ -162,11 +164,10 @@ def profile_ours(procs: Procs, sim, script: Path, args: argparse.Namespace) -> s
     # The router stops gracefully on SIGINT or SIGTERM and exits normally, which lets cProfile write its file.
     procs.stop(p, timeout=20, sig=signal.SIGINT)
     if prof.exists():
-        st = pstats.Stats(str(prof))
         import io
 
         buf = io.StringIO()
-        st.stream = buf
+        st = pstats.Stats(str(prof), stream=buf)
         st.sort_stats("tottime").print_stats(25)
         out.append(f"cProfile, top 25 by own time (one {args.seconds}s run at c={args.conns}):\n"
                    + "\n".join(buf.getvalue().splitlines()[:45]))
@@ -294,9 +295,9 @@ def summarize(rows: list[dict]) -> str:
     rounds = sorted({r["round"] for r in rows if "round" in r})
     for name in dict.fromkeys(r["router"] for r in rows):
         per = {r["round"]: r for r in rows if r["router"] == name and "round" in r}
-        added = " / ".join(f"{per[k]['added_p50_ms']:.3f}" for k in rounds if k in per)
+        added_by_round = " / ".join(f"{per[k]['added_p50_ms']:.3f}" for k in rounds if k in per)
         per_core = " / ".join(f"{per[k]['rps_per_router_core']:.0f}" for k in rounds if k in per)
-        lines.append(f"per round, {name}: added p50 {added} ms; req/s per router core {per_core}")
+        lines.append(f"per round, {name}: added p50 {added_by_round} ms; req/s per router core {per_core}")
     peer_rows = {r["round"]: r for r in rows if r["router"] == "vllm-router round_robin" and "round" in r}
     ratios = [r["rps_per_router_core"] / peer_rows[r["round"]]["rps_per_router_core"]
               for r in rows if r["router"] == "ours" and r.get("round") in peer_rows]

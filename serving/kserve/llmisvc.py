@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from serving.errors import AdmissionError, FieldError
@@ -109,7 +109,7 @@ def observe_llm(
     """The ``status`` of an LLMInferenceService. Ready needs every engine and the router ready: a partly
     started pool serves, but is not what was asked for."""
     previous = previous or {}
-    stamp = _timestamp(now or datetime.now(timezone.utc))
+    stamp = _timestamp(now or datetime.now(UTC))
     parts = [engines.condition("MainWorkloadReady", "engines")]
     if prefill is not None:
         parts.append(prefill.condition("PrefillWorkloadReady", "prefill engines"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,7 @@ BUILTIN_RUNTIMES_DIR = Path(__file__).resolve().parents[2] / "infra" / "runtimes
 # KServe's GetProtocolVersionInt: lower is preferred; anything else (or no list at all) is Unknown.
 _PROTOCOL_RANK = {"v1": 0, "v2": 1, "grpc-v1": 2, "grpc-v2": 3}
 _UNKNOWN_PROTOCOL = 4
-_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def _created(rt: ServingRuntime) -> datetime:
     stamp = rt.metadata.creation_timestamp
     if stamp is None:
         return _EPOCH
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def _sorted(runtimes: Iterable[ServingRuntime]) -> list[ServingRuntime]:

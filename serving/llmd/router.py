@@ -52,8 +52,8 @@ from serving.llmd.scheduler import (
     Priority,
     Queue,
     Reject,
-    Scheduler,
     SchedRequest,
+    Scheduler,
     free_slots,
     is_saturated,
 )
@@ -524,7 +524,7 @@ class Router:
                     ids = self.tokenizer.encode_chat(body["messages"])
                 else:
                     ids = self.tokenizer.encode_prompt(source) if source else None
-            except Exception as exc:  # noqa: BLE001 - the engine gives the authoritative error
+            except Exception as exc:  # any failure: the engine gives the authoritative error
                 log.debug("tokenization failed, using approximate keys: %s", exc)
                 ids = None
                 memo_key = None
@@ -632,11 +632,11 @@ class Router:
             decision = self.scheduler.schedule(sreq, pods)
         except NoPods as exc:
             raise _Abort(error_response(503, f"no engine can serve the request: {exc}", "service_unavailable",
-                                        code="no_pods", headers={"retry-after": str(self.config.retry_after_s)}))
+                                        code="no_pods", headers={"retry-after": str(self.config.retry_after_s)})) from None
         except NoCapacity as exc:
             self.m_rejected.labels("no_capacity").inc()
             raise _Abort(error_response(429, f"every engine is at capacity: {exc}", "rate_limit_error",
-                                        code="no_capacity", headers={"retry-after": str(self.config.retry_after_s)}))
+                                        code="no_capacity", headers={"retry-after": str(self.config.retry_after_s)})) from None
         finally:
             self.hot.decided(time.perf_counter() - started)
         self.hot.decision(decision.pod, decision.reason)
@@ -669,7 +669,7 @@ class Router:
             if response.status != 200:
                 raise ValueError(f"prefill answered {response.status}")
             params = orjson.loads(response.body).get("kv_transfer_params")
-        except Exception as exc:  # noqa: BLE001 - the decode pod then prefills itself
+        except Exception as exc:  # any failure: the decode pod then prefills itself
             log.warning("prefill on %s failed (%s); decoding aggregated", pod, exc)
             self._failed(pod, "prefill", connect=isinstance(exc, ConnectFailed))
             return body
@@ -776,7 +776,9 @@ class Router:
         async def run(line: Any) -> bytes:
             async with gate:
                 response = await self.handle(line.url, line.body, key, batch=True)
-            data = response.body
+            # Starlette types ``body`` as bytes | memoryview; every response ``handle`` builds holds bytes
+            # (for which ``bytes()`` is the same object, no copy), so this only narrows the type for ``decode``.
+            data = bytes(response.body)
             try:
                 parsed: Any = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -828,7 +830,7 @@ class _HotMetrics(Collector):
             decisions.add_metric([pod, reason], n)
         yield decisions
         buckets, total = [], 0
-        for le, n in zip((*self.BUCKETS, float("inf")), self.decision_counts):
+        for le, n in zip((*self.BUCKETS, float("inf")), self.decision_counts, strict=True):
             total += n
             buckets.append((floatToGoString(le), total))
         yield HistogramMetricFamily("llmd_router_decision_seconds", "Scheduling decision latency", buckets=buckets,

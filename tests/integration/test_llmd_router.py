@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import time
@@ -13,7 +14,6 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-
 from support import FIXTURES, free_port, python_module, running, wait_http, wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,16 +30,16 @@ def stack() -> Iterator[dict]:
     router_port = free_port()
     with contextlib.ExitStack() as stack:
         engines = []
-        for port, zport in zip(ports, zmq_ports):
+        for port, zport in zip(ports, zmq_ports, strict=True):
             proc = stack.enter_context(running(python_module(
                 "serving.llmd.sim", "--model", MODEL, "--engines", "1", "--base-port", str(port),
                 "--zmq-base-port", str(zport), "--decode-ms-per-token", "2", "--max-model-len", str(MAX_LEN),
                 "--block-size", "16")))
             engines.append(proc)
-        for port, proc in zip(ports, engines):
+        for port, proc in zip(ports, engines, strict=True):
             wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
         args = ["--port", str(router_port), "--model", MODEL, "--api-key", KEY]
-        for port, zport in zip(ports, zmq_ports):
+        for port, zport in zip(ports, zmq_ports, strict=True):
             args += ["--engine", f"http://127.0.0.1:{port}=tcp://127.0.0.1:{zport}"]
         router = stack.enter_context(running(python_module("serving.llmd.serve", *args)))
         base = f"http://127.0.0.1:{router_port}"
@@ -118,15 +118,14 @@ def test_client_errors(stack: dict) -> None:
 
 
 def test_batch_endpoint(stack: dict) -> None:
-    lines = [
-        '{"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {"model": "%s", "prompt": "one", "max_tokens": 2}}' % MODEL,
-        '{"custom_id": "b", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "%s", "messages": [{"role": "user", "content": "two"}], "max_tokens": 2}}' % MODEL,
-        '{"custom_id": "c", "method": "POST", "url": "/v1/completions", "body": {"model": "nope", "prompt": "x"}}',
-    ]
+    lines = [json.dumps(line) for line in (
+        {"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {"model": MODEL, "prompt": "one", "max_tokens": 2}},
+        {"custom_id": "b", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": MODEL, "messages": [{"role": "user", "content": "two"}], "max_tokens": 2}},
+        {"custom_id": "c", "method": "POST", "url": "/v1/completions", "body": {"model": "nope", "prompt": "x"}},
+    )]
     response = httpx.post(stack["base"] + "/v1/batches", content="\n".join(lines), headers=auth(), timeout=20)
     assert response.status_code == 200
-    import json
-
     results = [json.loads(line) for line in response.text.splitlines()]
     assert [r["custom_id"] for r in results] == ["a", "b", "c"]
     assert [r["response"]["status_code"] for r in results] == [200, 200, 404]
@@ -190,11 +189,11 @@ def test_precise_prefix_routing_from_kv_events() -> None:
         engines = [stack.enter_context(running(python_module(
             "serving.llmd.sim", "--model", MODEL, "--engines", "1", "--base-port", str(port),
             "--zmq-base-port", str(zport), "--decode-ms-per-token", "1", "--block-size", "16",
-            "--tokenizer", str(TOKENIZER)))) for port, zport in zip(ports, zmq_ports)]
-        for port, proc in zip(ports, engines):
+            "--tokenizer", str(TOKENIZER)))) for port, zport in zip(ports, zmq_ports, strict=True)]
+        for port, proc in zip(ports, engines, strict=True):
             wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
         args = ["--port", str(router_port), "--model", MODEL, "--tokenizer", str(TOKENIZER)]
-        for port, zport in zip(ports, zmq_ports):
+        for port, zport in zip(ports, zmq_ports, strict=True):
             args += ["--engine", f"http://127.0.0.1:{port}=tcp://127.0.0.1:{zport}"]
         router = stack.enter_context(running(python_module("serving.llmd.serve", *args)))
         base = f"http://127.0.0.1:{router_port}"
@@ -207,7 +206,7 @@ def test_precise_prefix_routing_from_kv_events() -> None:
         for port in ports:
             pod, probes = f"127.0.0.1:{port}", iter(range(1000))
 
-            def probe_seen(port: int = port, pod: str = pod) -> bool:
+            def probe_seen(port: int = port, pod: str = pod, probes: Iterator[int] = probes) -> bool:
                 httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=10, json={
                     "model": MODEL, "prompt": f"probe {next(probes)} " + "words to fill a block " * 8, "max_tokens": 1})
                 return indexed().get(pod, 0) > 0

@@ -15,7 +15,6 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
 from support import FIXTURES, free_port, python_module, running, wait_http, wait_until
 
 pytestmark = pytest.mark.integration

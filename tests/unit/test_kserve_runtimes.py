@@ -55,7 +55,8 @@ def _isvc(fmt="sklearn", version=None, protocol=None, runtime=None):
     if runtime:
         model["runtime"] = runtime
     return admit_inference_service(
-        {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "m"}, "spec": {"predictor": {"model": model}}}
+        {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "m"},
+         "spec": {"predictor": {"model": model}}}
     )
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from serving.kserve import PredictorObservation, admit_inference_service, observe
 
-T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
-T1 = datetime(2025, 1, 1, 12, 5, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+T1 = datetime(2025, 1, 1, 12, 5, tzinfo=UTC)
 URL = "http://iris-ml.example.com"
 
 
@@ -62,16 +62,19 @@ def test_loading_then_pending(isvc):
 
 
 def test_spec_failure_is_invalid_spec(isvc):
-    status = observe(isvc, PredictorObservation(0, 0, failure_reason="NoSupportingRuntime", failure_message="no runtime found"), now=T0)
+    failed = PredictorObservation(0, 0, failure_reason="NoSupportingRuntime", failure_message="no runtime found")
+    status = observe(isvc, failed, now=T0)
     ready = _conditions(status)["Ready"]
     assert (ready["status"], ready["reason"], ready["message"]) == ("False", "NoSupportingRuntime", "no runtime found")
     assert status["modelStatus"]["transitionStatus"] == "InvalidSpec"
-    assert status["modelStatus"]["lastFailureInfo"] == {"reason": "NoSupportingRuntime", "message": "no runtime found", "time": "2025-01-01T12:00:00Z"}
+    assert status["modelStatus"]["lastFailureInfo"] == {
+        "reason": "NoSupportingRuntime", "message": "no runtime found", "time": "2025-01-01T12:00:00Z"}
 
 
 def test_load_failure_blocks_but_keeps_the_loaded_model_active(isvc):
     before = observe(isvc, PredictorObservation(1, 1, url=URL), now=T0)
-    after = observe(isvc, PredictorObservation(1, 0, url=URL, failure_reason="ModelLoadFailed", failure_message="bad pickle"), before, now=T1)
+    failed = PredictorObservation(1, 0, url=URL, failure_reason="ModelLoadFailed", failure_message="bad pickle")
+    after = observe(isvc, failed, before, now=T1)
     assert after["modelStatus"]["states"] == {"activeModelState": "Loaded", "targetModelState": "FailedToLoad"}
     assert after["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
     assert _conditions(after)["PredictorReady"]["status"] == "False"
@@ -80,7 +83,7 @@ def test_load_failure_blocks_but_keeps_the_loaded_model_active(isvc):
 def test_last_transition_time_only_moves_when_the_status_changes(isvc):
     first = observe(isvc, PredictorObservation(1, 0, url=URL), now=T0)
     second = observe(isvc, PredictorObservation(1, 1, url=URL), first, now=T1)
-    third = observe(isvc, PredictorObservation(1, 1, url=URL), second, now=datetime(2025, 1, 2, tzinfo=timezone.utc))
+    third = observe(isvc, PredictorObservation(1, 1, url=URL), second, now=datetime(2025, 1, 2, tzinfo=UTC))
     assert _conditions(second)["IngressReady"]["lastTransitionTime"] == "2025-01-01T12:00:00Z"  # True throughout
     assert _conditions(second)["PredictorReady"]["lastTransitionTime"] == "2025-01-01T12:05:00Z"  # Unknown -> True
     assert _conditions(third) == _conditions(second)

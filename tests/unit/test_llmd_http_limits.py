@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from support import wait_until_async
 
 from serving.llmd.http_server import HttpRequest, HttpServer, RequestLimits, Writer
 from serving.llmd.serve import limits_from, parse_args
 from serving.platform.local.limits import PlatformLimits
-from support import wait_until_async
 
 LIMITS = RequestLimits(max_body=1000, max_head=2000, head_timeout=0.5, body_timeout=0.5)
 

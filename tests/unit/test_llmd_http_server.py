@@ -10,9 +10,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from support import wait_until_async
 
 from serving.llmd.http_server import AsgiBridge, HttpRequest, HttpServer, Writer
-from support import wait_until_async
 
 
 class App:
@@ -172,7 +172,7 @@ async def test_client_disconnect_mid_stream_cancels_handler(served: tuple[App, H
 
 
 async def test_client_disconnect_before_answer_cancels_handler(served: tuple[App, HttpServer]) -> None:
-    app, server = served
+    _, server = served
     _, writer = await connect(server)
     writer.write(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
     task = await running_task(server)

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
-
 from support import StreamServer, serving_router
 
 

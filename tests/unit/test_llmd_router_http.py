@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from support import StreamServer, serving_router
 
 from serving.llmd.http_server import HttpServer
 from serving.llmd.router import Router
-from support import StreamServer, serving_router
 
 
 class StreamingEngine(StreamServer):
@@ -127,7 +127,7 @@ async def test_the_engine_sees_only_the_routers_framing() -> None:
             assert names == {b"x-odh-pod", b"content-length", b"content-type", b"date"}, answer
         writer.close()
     assert len(engine.heads) == 2  # one engine request per client request, nothing smuggled in between
-    for head, sent in zip(engine.heads, engine.bodies):
+    for head, sent in zip(engine.heads, engine.bodies, strict=True):
         assert head == [b"POST /v1/completions HTTP/1.1", b"Host: " + name.encode(),
                         b"Content-Type: application/json", b"Content-Length: %d" % len(sent)]
         assert orjson.loads(sent)["prompt"] == smuggled

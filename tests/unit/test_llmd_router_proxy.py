@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 import yaml
+from support import wait_until_async
 
 from serving.llmd.auth import KeyRing
 from serving.llmd.monitor import EngineSpec, LoadMonitor
@@ -19,7 +20,6 @@ from serving.llmd.router import POD_HEADER, Router, RouterConfig
 from serving.llmd.scheduler import DEFAULT_CONFIG_PATH, Scheduler, load_config
 from serving.llmd.upstream import ConnectFailed, Disconnected
 from serving.llmd.upstream import Response as UpstreamResponse
-from support import wait_until_async
 
 Handler = Callable[[str, httpx.Request], Any]
 
@@ -340,3 +340,30 @@ async def test_without_keys_health_is_still_a_summary_and_the_detail_is_open() -
         health = (await c.get("/health/detail")).json()
         assert set(health["pods"]) == {"a", "b"} and health["pods"]["a"]["healthy"] is True
         assert (await c.get("/metrics")).status_code == 200
+
+
+async def test_batch_results_keep_engine_answers_that_are_not_json() -> None:
+    """A batch line whose engine answer is not JSON (a proxy's HTML error page, plain text) still gets a result
+    line: the body as text, and for an error status its text as the error message."""
+
+    def handler(pod: str, req: httpx.Request) -> httpx.Response:
+        prompt = orjson.loads(req.content)["prompt"]
+        if prompt == "plain":
+            return httpx.Response(200, text="plain words \xff", headers={"content-type": "text/plain"})
+        if prompt == "html":
+            return httpx.Response(400, content=b"<html>bad \xff request</html>", headers={"content-type": "text/html"})
+        return completion(pod)
+
+    lines = [{"custom_id": name, "method": "POST", "url": "/v1/completions", "body": {**BODY, "prompt": name}}
+             for name in ("ok", "plain", "html")]
+    router = make_router(handler)
+    async with asgi(router) as c:
+        r = await c.post("/v1/batches", content=b"\n".join(orjson.dumps(line) for line in lines))
+    assert r.status_code == 200
+    results = {res["custom_id"]: res for res in map(orjson.loads, r.content.splitlines())}
+    assert results["ok"]["response"]["body"]["choices"][0]["text"] == " ok" and results["ok"]["error"] is None
+    assert results["plain"]["response"] == {**results["plain"]["response"], "status_code": 200, "body": "plain words \xff"}
+    assert results["plain"]["error"] is None
+    html = results["html"]
+    assert html["response"]["status_code"] == 400 and html["response"]["body"] == "<html>bad \ufffd request</html>"
+    assert html["error"] == {"code": "400", "message": "<html>bad \ufffd request</html>"}
