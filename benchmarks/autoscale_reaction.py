@@ -37,6 +37,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -367,6 +368,7 @@ def run(rounds: int, min_burst: float, max_burst: float, hpa_window: int, cases:
                         {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(done).items()}), flush=True)
     finally:
         stop_daemon(state)
+        shutil.rmtree(work, ignore_errors=True)
     return {
         "benchmark": "autoscale_reaction",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

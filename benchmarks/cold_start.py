@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -213,6 +214,7 @@ async def run(warm_runs: int, runs: int, compare_with: list[Path]) -> dict[str, 
             baseline.append(bare_interpreter_load((warm_state / "pods" / "prime" / "models").resolve()))
     finally:
         await zygote.stop()
+        shutil.rmtree(work, ignore_errors=True)
     for label, starts in results.items():
         assert all(s.how == ("spawned" if "spawned" in label else "forked") for s in starts), (label, starts)
     return {
@@ -319,6 +321,7 @@ def daemon_wakes(rounds: int) -> list[Wake]:
     finally:
         http.close()
         stop_daemon(state)
+        shutil.rmtree(state, ignore_errors=True)
     return wakes
 
 
