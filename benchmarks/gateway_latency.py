@@ -183,7 +183,46 @@ def _standin_main(port: int) -> None:
 # -- the run ---------------------------------------------------------------------------------------
 
 
+def _echo_main(port: int) -> None:
+    """The cheapest upstream there is (a fixed 200 per request, no parsing beyond framing), so that what is
+    measured through the gateway is the gateway's own cost rather than the model server's variance."""
+    import asyncio
+
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while True:
+                head, found, rest = self.buffer.partition(b"\r\n\r\n")
+                if not found:
+                    return
+                match = re.search(rb"(?i)content-length: *(\d+)", head)
+                length = int(match[1]) if match else 0
+                if len(rest) < length:
+                    return
+                self.buffer = rest[length:]
+                self.transport.write(answer)  # type: ignore[attr-defined]
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    try:
+        import uvloop
+        uvloop.run(serve())
+    except ImportError:
+        asyncio.run(serve())
+
+
 def _upstream_command(kind: str, port: int) -> tuple[list[str], str]:
+    if kind == "echo":
+        return [sys.executable, __file__, "--serve-echo", str(port)], "echo stand-in (a fixed 200 per request)"
     real = (REPO / "serving" / "runtimes" / "server.py").exists()
     if kind == "server" or (kind == "auto" and real):
         return ([sys.executable, "-m", "serving.runtimes.server", "--model_name", "iris", "--model_dir", str(IRIS_DIR),
@@ -444,6 +483,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-standin":
         _standin_main(int(sys.argv[2]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-echo":
+        _echo_main(int(sys.argv[2]))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--load":
         _load_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
         return
@@ -451,8 +493,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measure (the median counts)")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--upstream", choices=["auto", "server", "standin"], default="auto",
-                        help="upstream for --via standalone")
+    parser.add_argument("--upstream", choices=["auto", "server", "standin", "echo"], default="auto",
+                        help="upstream for --via standalone, --compare-with and --activator (echo: a fixed 200, to "
+                             "isolate the gateway's own cost)")
     parser.add_argument("--via", choices=["daemon", "standalone"], default="daemon",
                         help="the gateway inside a real odh daemon (default) or alone in its own process")
     parser.add_argument("--compare-with", type=Path, metavar="DIR",

@@ -426,3 +426,16 @@ def test_on_activate_once_per_transition_from_no_endpoint() -> None:
     split(Backend("v1", 100, ()), table=t)  # scaled to zero again
     t.activate(target)
     assert calls == [("ns", "v1"), ("ns", "v1")]
+
+
+def test_a_replaced_route_says_so() -> None:
+    """The gateway follows a route resolved before a change (a pipelined request) to its replacement."""
+    t = split(Backend("v1", 100, (A,), tag="latest"))
+    old, old_tag = t.route("ns", "iris"), t.route("ns", "latest-iris")
+    assert old is not None and old.installed and old_tag is not None and old_tag.installed
+    split(Backend("v2", 100, (B,)), table=t)
+    new = t.route("ns", "iris")
+    assert new is not None and new.installed and new is not old
+    assert not old.installed and not old_tag.installed
+    t.remove("ns", "iris")
+    assert not new.installed

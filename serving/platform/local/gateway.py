@@ -700,6 +700,8 @@ class _Exchange:
             return
         route = self.routed
         assert route is not None
+        if not route.installed:  # resolved before a new split or a removal (a pipelined request): follow it
+            route = self.routed = self.gateway.routes.route(route.namespace, route.name) or route
         target = route.choose()  # the revision, by the route's traffic split
         if target is None:
             self.fail(503, b"InferenceService %s sends no traffic to any revision" % route.key.encode())

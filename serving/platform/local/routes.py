@@ -184,7 +184,8 @@ class Route:
     exact (80/20 gives 8 of every 10 and 2 of every 10, interleaved), and a new split starts afresh.
     """
 
-    __slots__ = ("_current", "_only", "_total", "_weighted", "_weights", "backends", "key", "name", "namespace")
+    __slots__ = ("_current", "_only", "_total", "_weighted", "_weights", "backends", "installed", "key", "name",
+                 "namespace")
 
     def __init__(self, namespace: str, name: str, backends: Sequence[tuple[RouteTarget, int]]) -> None:
         self.namespace = namespace
@@ -197,6 +198,7 @@ class Route:
         self._current = [0] * len(weighted)
         self._total = sum(self._weights)
         self._only = self._weighted[0] if len(weighted) == 1 else None  # the fast path: one revision
+        self.installed = True  # False once a newer split (or a removal) replaced this route in the table
 
     def choose(self) -> RouteTarget | None:
         """The revision for the next request; None when no backend has a share of the traffic."""
@@ -390,6 +392,7 @@ class RouteTable:
             for target in route.targets:
                 target.refs += 1
         for route in old:
+            route.installed = False
             for target in route.targets:
                 target.refs -= 1
                 if target.refs <= 0:
