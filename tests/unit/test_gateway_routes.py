@@ -439,3 +439,24 @@ def test_a_replaced_route_says_so() -> None:
     assert not old.installed and not old_tag.installed
     t.remove("ns", "iris")
     assert not new.installed
+
+
+# -- the activator's limits --------------------------------------------------------------------------
+
+
+def test_activator_limits_default_and_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.platform.local.limits import PlatformLimits
+
+    limits = PlatformLimits()
+    assert (limits.activator_queue, limits.activator_wait_s) == (1000, 60.0)
+    monkeypatch.setenv("ODH_ACTIVATOR_QUEUE", "5")
+    monkeypatch.setenv("ODH_ACTIVATOR_WAIT_S", "2.5")
+    limits = PlatformLimits.from_env()
+    assert (limits.activator_queue, limits.activator_wait_s) == (5, 2.5)
+    monkeypatch.setenv("ODH_ACTIVATOR_QUEUE", "many")
+    with pytest.raises(ValueError, match="ODH_ACTIVATOR_QUEUE='many': expected a whole number"):
+        PlatformLimits.from_env()
+    monkeypatch.setenv("ODH_ACTIVATOR_QUEUE", "5")
+    monkeypatch.setenv("ODH_ACTIVATOR_WAIT_S", "0")
+    with pytest.raises(ValueError, match="ODH_ACTIVATOR_WAIT_S='0': must be positive"):
+        PlatformLimits.from_env()
