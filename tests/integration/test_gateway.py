@@ -20,10 +20,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from support import free_port, wait_until
 
 from serving.platform.local.gateway import Gateway
 from serving.platform.local.routes import Endpoint, RouteTable
-from support import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -391,7 +391,7 @@ def test_stale_pooled_connection_is_redialled(gw: GatewayUnderTest) -> None:
 
 
 def test_idle_connection_closed_by_replica_is_not_reused(gw: GatewayUnderTest) -> None:
-    with upstream("short-keepalive", timeout_keep_alive=0.2) as ep:  # type: ignore[arg-type]
+    with upstream("short-keepalive", timeout_keep_alive=0.2) as ep:
         gw.set("default", "m", [ep])
         with httpx.Client() as client:
             for _ in range(4):

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from load import drive, header
+from support import StreamServer, wait_until_async
 
 from serving.platform.local.gateway import Gateway
 from serving.platform.local.limits import PlatformLimits
 from serving.platform.local.routes import Backend, Endpoint, RouteTable, RouteTarget
-from tests.load import drive, header
-from tests.support import StreamServer, wait_until_async
 
 BODY = {"instances": [[6.8, 2.8, 4.8, 1.4]]}
 PATH = "/serving/ns/iris/v1/models/iris:predict"

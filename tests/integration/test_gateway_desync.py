@@ -21,13 +21,23 @@ import httptools
 import httpx
 import pytest
 import uvicorn
+from support import free_port, wait_until
+from test_gateway import GatewayUnderTest, _read_request, _ThreadedUvicorn, raw_upstream
 
 from serving.platform.local.limits import PlatformLimits
 from serving.platform.local.routes import Endpoint
-from support import free_port, wait_until
-from test_gateway import GatewayUnderTest, _read_request, _ThreadedUvicorn, gw, raw_upstream  # noqa: F401
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gw() -> Iterator[GatewayUnderTest]:
+    """test_gateway's fixture, declared here (an imported fixture reads as an unused, redefined import)."""
+    g = GatewayUnderTest()
+    try:
+        yield g
+    finally:
+        g.close()
 
 # -- helpers: a recording echo replica, raw clients ---------------------------------------------------
 
@@ -185,6 +195,7 @@ def test_connection_naming_content_length_cannot_smuggle_a_request(gw: GatewayUn
                 assert _recv_response(bystander).endswith(b"\r\n\r\n/mine-%d" % i)
         heads = wait_until(lambda: [h for _, h in replica.heads] if len(replica.heads) >= 6 else None,
                            what="six requests at the replica")
+    assert heads is not None
     first = heads[0].lower()
     assert first.startswith(b"post /v1/models/iris:predict ")
     assert b"\r\ncontent-length: %d" % len(smuggled) in first  # the gateway framed the body itself

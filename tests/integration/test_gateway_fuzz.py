@@ -19,10 +19,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from serving.platform.local.limits import PlatformLimits
 from test_gateway import GatewayUnderTest
 from test_gateway_desync import SMUGGLED, echo_replica, exchange_raw
+
+from serving.platform.local.limits import PlatformLimits
 
 pytestmark = pytest.mark.integration
 

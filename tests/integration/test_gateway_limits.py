@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
-from serving.platform.local.limits import PlatformLimits
-from serving.platform.local.routes import Endpoint
 from support import wait_until
 from test_gateway import GatewayUnderTest, raw_upstream, upstream
 from test_gateway_desync import echo_replica, parse_responses
+
+from serving.platform.local.limits import PlatformLimits
+from serving.platform.local.routes import Endpoint
 
 pytestmark = pytest.mark.integration
 
