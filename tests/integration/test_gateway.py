@@ -90,7 +90,7 @@ def _upstream_app(name: str, delay: float = 0.0) -> Any:
         else:
             await app(scope, receive, send)
 
-    return with_stream_echo  # type: ignore[return-value]
+    return with_stream_echo
 
 
 async def _stream_echo(receive: Any, send: Any) -> None:
