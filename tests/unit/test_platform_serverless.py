@@ -62,3 +62,17 @@ def test_a_revision_runs_as_its_own_deployment_with_the_revision_as_its_template
     assert "containerConcurrency" not in deployment["spec"]["template"]["spec"]  # Knative's fields, not a PodSpec's
     plan = plan_pod(deployment["spec"]["template"])
     assert plan.storage_uri == "gs://bucket/iris"  # the storage initializer still fetches the model
+
+
+def test_standard_traffic_weights_always_sum_to_100_for_the_gateway() -> None:
+    from serving.platform.local.daemon import _whole_percents
+
+    assert _whole_percents({"iris-predictor": 80, "iris-canary": 20}, "iris-predictor") == {"iris-predictor": 80, "iris-canary": 20}
+    # The canary's Deployment is not running yet: the stable one takes all.
+    assert _whole_percents({"iris-predictor": 80}, "iris-predictor") == {"iris-predictor": 100}
+    # One Deployment and no weights (no canary): all of it.
+    assert _whole_percents({"iris-predictor": 0}, "iris-predictor") == {"iris-predictor": 100}
+    # A Deployment being removed after a promotion keeps 0.
+    assert _whole_percents({"iris-predictor": 100, "iris-old-canary": 0}, "iris-predictor") == {"iris-predictor": 100, "iris-old-canary": 0}
+    assert _whole_percents({"a": 1, "b": 1, "c": 1}, "x") == {"a": 34, "b": 33, "c": 33}
+    assert _whole_percents({}, "x") == {}

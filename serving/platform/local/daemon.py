@@ -469,10 +469,11 @@ class Daemon:
 
     def _route_standard(self, ns: str, name: str, deployments: set[tuple[str, str]], weights: dict[str, int]) -> None:
         """One backend per Deployment (the stable one and each canary) at its weight, each metered apart."""
+        names = sorted(key[1] for key in deployments)
+        percents = _whole_percents({d: weights.get(d, 0) for d in names}, fallback=f"{name}-predictor")
         self.routes.set_split(ns, name, [
-            Backend(revision=key[1], percent=weights.get(key[1], 100 if len(deployments) == 1 else 0),
-                    endpoints=tuple(self.runners[key].endpoints()), tag=None, hold=True)
-            for key in sorted(deployments)])
+            Backend(revision=d, percent=percents[d], endpoints=tuple(self.runners[(ns, d)].endpoints()), tag=None, hold=True)
+            for d in names])
 
     def _reconcile_serverless(self, isvc: InferenceService, stored: dict[str, Any], ksvc: dict[str, Any] | None,
                               runtime: ResolvedRuntime | None, failure: tuple[str, str] | None) -> set[tuple[str, str]]:
@@ -640,6 +641,22 @@ def _owner(obj: dict[str, Any]) -> tuple[str, str] | None:
             if isinstance(owner, str):
                 return ISVC, owner
     return None
+
+
+def _whole_percents(weights: dict[str, int], fallback: str) -> dict[str, int]:
+    """``weights`` made to sum to 100, as the gateway requires: a Deployment the weights do not name gets 0,
+    and weights that name Deployments not running (yet) leave their share to the others, in proportion
+    (the remainder to the largest). With no weight at all, ``fallback`` (the stable predictor), or the
+    first Deployment, takes everything."""
+    total = sum(weights.values())
+    if not weights:
+        return {}
+    if total <= 0:
+        first = fallback if fallback in weights else next(iter(weights))
+        return {d: 100 if d == first else 0 for d in weights}
+    scaled = {d: w * 100 // total for d, w in weights.items()}
+    scaled[max(weights, key=lambda d: weights[d])] += 100 - sum(scaled.values())
+    return scaled
 
 
 def _observe(runner: DeploymentRunner | None, desired: int) -> WorkloadObservation:
