@@ -17,7 +17,8 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python -m deployments.demo
 
-test: setup
+# The lint and type gate first (seconds), then every test.
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: setup
