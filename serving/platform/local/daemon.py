@@ -381,6 +381,8 @@ class Daemon:
             except Exception:  # one Deployment's trouble must not stop the others' replicas
                 log.exception("stepping Deployment %s/%s failed", *deployment)
         self.autoscalers.retain(desired_deployments)
+        # Revisions run as "{revision}-deployment": the KPAs of revisions no longer run go.
+        self.serverless.forget({(ns, d.removesuffix("-deployment")) for ns, d in desired_deployments})
         self.autoscalers.sync(self.runners)
 
     def _report_failure(self, key: tuple[str, str, str], stored: dict[str, Any], exc: Exception) -> None:
