@@ -72,6 +72,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from enum import IntEnum
 
 import httptools
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -142,6 +143,7 @@ _HEAD_HELD, _STREAMING, _RESPONDED = ExchangeState.HEAD_HELD, ExchangeState.STRE
 _FINISHED, _ABORTED = ExchangeState.FINISHED, ExchangeState.ABORTED
 # The meters' clock (the daemon reads them with the same one; uvloop's loop.time() is a cached, coarser clock).
 _monotonic = time.monotonic
+_JSON = b"application/json"
 # Reasons a client connection stops reading (serving.http.Pause), as module constants for the same reason.
 _PIPELINE, _UPSTREAM, _PENDING, _REFUSED = Pause.PIPELINE, Pause.UPSTREAM, Pause.PENDING, Pause.REFUSED
 
@@ -299,8 +301,8 @@ class Gateway:
         self._server.close()
         for client in self._clients:
             for exchange in client.queue:
-                if exchange.status == 0:  # its response has not begun: it can still say Connection: close
-                    exchange.keep_alive = False
+                if exchange.status == 0 and exchange.request is not None:  # it can still say Connection: close
+                    exchange.request.keep_alive = False  # (a head still coming sees ``draining``)
         return listener
 
     async def drain(self, limit_s: float) -> int:
@@ -312,7 +314,7 @@ class Gateway:
         while self._clients and loop.time() < deadline:
             now = loop.time()
             for client in list(self._clients):
-                if not client.queue and not client.head_open and now - client.last_active >= DRAIN_IDLE_GRACE:
+                if not client.queue and not client.head.open and now - client.last_active >= DRAIN_IDLE_GRACE:
                     client.close()
             await asyncio.sleep(0.01)
         return len(self._clients)
@@ -393,6 +395,19 @@ class Gateway:
             exchange.bind(conn, reused=False)
 
 
+class _ResponseProgress(IntEnum):
+    """How far an upstream connection has read the response of the exchange bound to it (reset per request)."""
+
+    WAITING = 0  # no byte yet: a reset now means the replica never answered, so the request may go again
+    HEAD = 1  # a head is being read (an interim 1xx response's included)
+    BODY = 2  # the final head is in; body bytes (then trailers, which are not forwarded) follow
+    DONE = 3  # the response is complete; acted on once the whole read is parsed
+    DONE_AT_HEAD = 4  # a HEAD request's response, complete at its headers (llhttp would wait for a body)
+
+
+_WAITING, _IN_HEAD, _IN_BODY, _DONE, _DONE_AT_HEAD = _ResponseProgress
+
+
 class _UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to a replica; parses the responses of the exchange bound to it.
 
@@ -401,8 +416,8 @@ class _UpstreamConnection(asyncio.Protocol):
     and close it instead of pooling it, or handing them to the next request.
     """
 
-    __slots__ = ("_headers", "_in_head", "_reason", "_reset_parser", "closed", "done", "endpoint", "exchange", "flow",
-                 "gateway", "keep", "parser", "received", "transport")
+    __slots__ = ("_headers", "_reason", "closed", "endpoint", "exchange", "flow", "gateway", "keep", "parser",
+                 "progress", "transport")
 
     def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
         self.gateway = gateway
@@ -412,13 +427,15 @@ class _UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: _Exchange | None = None
         self.closed = False
-        self.received = False  # any response byte for the bound exchange
-        self.done = False  # the bound exchange's final response is complete (acted on after the read)
-        self.keep = False  # ...and the replica keeps the connection open after it
+        self.progress = _WAITING
+        self.keep = False  # the replica keeps the connection open after the response (read when it is done)
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._in_head = True
-        self._reset_parser = False
+
+    def bind(self, exchange: _Exchange) -> None:
+        """Carry ``exchange``'s request and read its response."""
+        self.exchange = exchange
+        self.progress = _WAITING
 
     # asyncio callbacks
 
@@ -436,12 +453,13 @@ class _UpstreamConnection(asyncio.Protocol):
                 self.gateway._metrics.upstream_error("-", "desync")
             self.close()
             return
-        self.received = True
-        exchange.last_io = exchange.loop.time()
+        if self.progress is _WAITING:
+            self.progress = _IN_HEAD
+        exchange.upstream.last_io = exchange.loop.time()
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if not self.done:
+            if self.progress < _DONE:
                 if self.exchange is exchange:
                     exchange.upstream_failed("protocol", exc)
                 self.close()
@@ -449,10 +467,10 @@ class _UpstreamConnection(asyncio.Protocol):
             # The response was whole; what came after it answers nothing we sent.
             self.gateway._metrics.upstream_error(exchange.route, "desync")
             self.keep = False
-        if self.done:
-            self.done = False
-            if self._reset_parser:  # a HEAD response ended at its headers; llhttp would wait for a body
-                self._reset_parser = False
+        progress = self.progress
+        if progress >= _DONE:
+            self.progress = _IN_BODY  # handled: whatever the connection reads next answers no request
+            if progress is _DONE_AT_HEAD:
                 self.parser = httptools.HttpResponseParser(self)
             if self.exchange is exchange:
                 exchange.response_complete(reusable=self.keep)
@@ -472,7 +490,7 @@ class _UpstreamConnection(asyncio.Protocol):
             self.gateway.pool.forget(self.endpoint, self)
             return
         self.exchange = None
-        if not self._in_head and exchange.until_close:
+        if self.progress >= _IN_BODY and exchange.relay.until_close:
             exchange.response_complete(reusable=False)  # a close-delimited body ends here
         else:
             exchange.upstream_failed("reset", exc)
@@ -488,16 +506,16 @@ class _UpstreamConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        if self.done:
+        if self.progress >= _DONE:
             raise OutOfStep("a second response")
         self._headers = []
-        self._in_head = True
+        self.progress = _IN_HEAD
 
     def on_status(self, status: bytes) -> None:
         self._reason = status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_head:  # later calls are trailers, which are not forwarded
+        if self.progress is _IN_HEAD:  # later calls are trailers, which are not forwarded
             self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -505,24 +523,25 @@ class _UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status < 200 or exchange is None:
             return  # interim (1xx) responses are not forwarded: the gateway answers Expect itself
-        self._in_head = False
+        self.progress = _IN_BODY
         exchange.response_head(status, self._reason, self._headers)
-        if exchange.method == b"HEAD":
-            self._reset_parser = True
-            self.done = True
+        request = exchange.request
+        assert request is not None  # a request is bound only once its head is in
+        if request.method == b"HEAD":
+            self.progress = _DONE_AT_HEAD
             self.keep = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
-        if self.done:
+        if self.progress >= _DONE:
             raise OutOfStep("body bytes after the response to a HEAD request")
         exchange = self.exchange
         if exchange is not None:
             exchange.response_body(body)
 
     def on_message_complete(self) -> None:
-        if self._in_head or self.done:  # an interim response, or a HEAD response done at its headers
+        if self.progress is not _IN_BODY:  # an interim response, or a HEAD response done at its headers
             return
-        self.done = True
+        self.progress = _DONE
         self.keep = self.parser.should_keep_alive()
 
     # used by exchanges and the pool
@@ -545,12 +564,81 @@ class _UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
 
+class _RequestHead:
+    """A request's head as parsed, built once when it completes: what the client asked for, how its body is
+    framed, and (once routed) the head the gateway sends upstream in its place."""
+
+    __slots__ = ("chunked", "content_length", "forward", "has_host", "http10", "keep_alive", "method", "url")
+
+    def __init__(self, method: bytes, url: bytes, http10: bool, keep_alive: bool) -> None:
+        self.method = method
+        self.url = url
+        self.http10 = http10
+        self.keep_alive = keep_alive  # the client's wish, cleared when the gateway drains (``stop_accepting``)
+        self.chunked = False  # Transfer-Encoding: chunked; else the body is content_length bytes (maybe none)
+        self.content_length = 0
+        self.has_host = True  # a request without Host gets the endpoint's, written per attempt
+        # Request line and headers as forwarded, without the blank line that ends them (and the Host line
+        # when has_host is False): framed by what we parsed, never by the client's text.
+        self.forward = b""
+
+    @staticmethod
+    def unparsed() -> _RequestHead:
+        """The head of an answer to bytes that never made a request (a refusal)."""
+        return _RequestHead(b"GET", b"", False, True)
+
+
+class _RequestBody(IntEnum):
+    """How far the client has sent the request body."""
+
+    AWAITING_CONTINUE = 0  # the client waits for our 100 Continue (Expect: 100-continue) before sending it
+    ARRIVING = 1  # being read, or not begun (a request without a body stays here until its end is parsed)
+    READ = 2  # the parser has seen the request's end
+
+
+_AWAITING_CONTINUE, _ARRIVING, _READ = _RequestBody
+
+
+class _BodyRelay:
+    """How a response body goes from the replica to the client, decided at the response head (four values)."""
+
+    __slots__ = ("chunk", "until_close")
+
+    def __init__(self, chunk: bool, until_close: bool) -> None:
+        self.chunk = chunk  # re-chunked toward an HTTP/1.1 client (the length is not known up front)
+        self.until_close = until_close  # the replica's body ends when it closes the connection
+
+
+# Sized or no body; or chunked from the replica, decoded for an HTTP/1.0 client that reads until we close.
+_AS_SENT = _BodyRelay(chunk=False, until_close=False)
+_RECHUNKED = _BodyRelay(chunk=True, until_close=False)  # chunked from the replica, chunked again (events stay events)
+_CLOSE_TO_CHUNKED = _BodyRelay(chunk=True, until_close=True)  # close-delimited from the replica, chunked out
+_UNTIL_CLOSE = _BodyRelay(chunk=False, until_close=True)  # close-delimited both ways (an HTTP/1.0 client)
+
+
+class _UpstreamAttempt:
+    """Where the request goes: the current try's endpoint and connection, and what the tries before it left
+    (the endpoints tried, the resends), so a failure decides between redial, next replica, hold and 502."""
+
+    __slots__ = ("conn", "endpoint", "last_io", "resends", "reused", "tried")
+
+    def __init__(self) -> None:
+        self.endpoint: Endpoint | None = None  # picked from the revision (released when the exchange ends)
+        self.conn: _UpstreamConnection | None = None  # the connection the request is on
+        self.reused = False  # conn came from the pool: a reset before any response byte means it was stale
+        self.tried: list[Endpoint] | None = None  # endpoints that failed this request (None: none yet)
+        self.resends = 0  # times sent again after a replica reset it before answering
+        self.last_io = 0.0  # loop time of the last byte either way (the lazy read timeout runs from it)
+
+
 class _Exchange:
     """One request and its response: routing, the upstream attempt(s), framing both ways.
 
-    Its progress is one ``ExchangeState`` (see ``serving.http.exchange``). The activator (Knative's,
-    inside the gateway) acts at two points: ``no_ready_replica`` (the revision has no endpoint to pick)
-    and ``replica_gone`` (every endpoint went away before any response byte while the request can still be
+    Its progress is one ``ExchangeState`` (see ``serving.http.exchange``); what it carries is grouped: the
+    request head as parsed (``request``), how far its body has come (``body``), where it went upstream
+    (``upstream``) and how the response body is relayed (``relay``). The activator (Knative's, inside the
+    gateway) acts at two points: ``no_ready_replica`` (the revision has no endpoint to pick) and
+    ``replica_gone`` (every endpoint went away before any response byte while the request can still be
     sent whole; the body stays in ``replay`` while it is under ``REPLAY_LIMIT``). There the exchange is
     held in its revision's queue (``RouteTarget.held``) until the route table gives the revision
     endpoints (``wake``), the revision goes (``drop``), or the wait or queue bound says 503. It stays in
@@ -558,11 +646,9 @@ class _Exchange:
     """
 
     __slots__ = (
-        "body_size", "chunked_in", "chunked_out", "client", "close_after", "content_length", "endpoint", "expect",
-        "gateway", "head", "headers", "held_at", "held_on", "http10", "keep_alive", "last_io", "local", "local_type", "loop",
-        "meter", "method", "no_body", "no_host", "out", "pending", "pending_size", "replay", "request_done", "resends",
-        "reused", "route", "routed", "state", "status", "target", "timer", "tried", "until_close", "upstream",
-        "upstream_path", "url",
+        "body", "body_size", "client", "close_after", "gateway", "held_at", "held_on", "local", "loop", "meter", "out",
+        "pending", "pending_size", "relay", "replay", "request", "route", "routed", "state", "status", "target",
+        "timer", "upstream",
     )
 
     def __init__(self, client: _ClientConnection) -> None:
@@ -570,43 +656,25 @@ class _Exchange:
         self.gateway = client.gateway
         self.loop = client.loop
         self.state = _QUEUED
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.method = b"GET"
-        self.keep_alive = True
-        self.http10 = False
+        self.request: _RequestHead | None = None  # set when the head is complete
+        self.body = _ARRIVING
+        self.body_size = 0  # request body bytes the client parser has handed over
         self.routed: Route | None = None  # what resolve found: the InferenceService's (or a tag's) route
+        self.route = "-"
         self.target: RouteTarget | None = None  # the revision chosen for this request
         self.meter: ConcurrencyMeter | None = None  # the revision's, once the request counts for it
         self.held_on: RouteTarget | None = None  # the revision whose queue holds this request now
         self.held_at = 0.0  # loop time it was first held (the wait bound runs from there, across re-holds)
-        self.resends = 0  # times sent again after a replica reset it before answering
-        self.route = "-"
-        self.upstream_path = b"/"
-        self.head = b""
-        self.no_host = False
-        self.chunked_in = False
-        self.local: tuple[int, bytes] | None = None  # the gateway's own answer
-        self.local_type = b"application/json"
-        self.request_done = False
+        self.local: tuple[int, bytes, bytes] | None = None  # the gateway's own answer: status, body, content type
         self.pending: list[bytes] = []  # upstream-bound bytes not written yet
         self.pending_size = 0
         self.replay = ReplayBuffer(REPLAY_LIMIT)  # the body so far, while it can still be sent again
-        self.endpoint: Endpoint | None = None
-        self.tried: list[Endpoint] | None = None
-        self.upstream: _UpstreamConnection | None = None
-        self.reused = False
+        self.upstream = _UpstreamAttempt()
         self.status = 0
+        self.relay = _AS_SENT
         self.out: list[bytes] = []  # client-bound bytes not written yet
-        self.chunked_out = False
-        self.until_close = False
-        self.close_after = False
-        self.no_body = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.last_io = 0.0
-        self.expect = False
-        self.content_length = 0
-        self.body_size = 0  # request body bytes the client parser has handed over
+        self.close_after = False  # the gateway ends the client connection after this exchange
+        self.timer: asyncio.TimerHandle | None = None  # the read timeout, or the activator's wait bound
 
     def _to(self, state: ExchangeState) -> None:
         if not ALLOWED_MASKS[self.state] >> state & 1:  # check_transition, inlined: this runs ~5 times per request
@@ -617,10 +685,11 @@ class _Exchange:
 
     def refuse(self, status: int, message: bytes) -> None:
         """Answer ``status`` instead of forwarding, then close: nothing after this request is trusted."""
-        self.local = (status, b'{"error":"%s"}' % message)
+        self.local = (status, b'{"error":"%s"}' % message, _JSON)
         self.close_after = True
 
-    def prepare(self, peer: bytes, version: str, upgrade: bool) -> None:
+    def prepare(self, head: _RequestHead, headers: list[tuple[bytes, bytes]], peer: bytes, version: str,
+                upgrade: bool) -> None:
         """Headers are in: check the framing, route the request and build the upstream request head.
 
         The upstream head carries the gateway's own framing and Host lines, so nothing the client
@@ -628,10 +697,10 @@ class _Exchange:
         """
         framing = RequestFraming()
         forwarded_for: bytes | None = None
-        forwarded_host = forwarded_proto = False
+        forwarded_host = forwarded_proto = expect = False
         kept: list[bytes] = []
         try:
-            for name, value in self.headers:
+            for name, value in headers:
                 lname = name.lower()
                 if lname in CONSUMED:
                     framing.field(lname, value)  # written by us below, or hop-by-hop
@@ -644,7 +713,7 @@ class _Exchange:
                 elif lname == b"x-forwarded-proto":
                     forwarded_proto = True
                 elif lname == b"expect":
-                    self.expect = value.lower() == b"100-continue"
+                    expect = value.lower() == b"100-continue"
                     continue
                 elif b"_" in lname:
                     check_lookalike(name, lname)
@@ -653,19 +722,20 @@ class _Exchange:
         except FramingError as refusal:
             self.refuse(400, _json_escape(refusal.message))
             return
-        self.chunked_in = framing.chunked
-        self.content_length = framing.content_length
-        if self.content_length > self.gateway.max_request_body:
+        if expect:
+            self.body = _AWAITING_CONTINUE
+        head.chunked = framing.chunked
+        content_length = head.content_length = framing.content_length
+        if content_length > self.gateway.max_request_body:
             self.refuse(413, b"request body of %d bytes is over the limit of %d (%s)" % (
-                self.content_length, self.gateway.max_request_body, MAX_REQUEST_BODY_ENV.encode()))
+                content_length, self.gateway.max_request_body, MAX_REQUEST_BODY_ENV.encode()))
             return
-        url = self.url
-        if url == b"/healthz" and self.method in (b"GET", b"HEAD"):
-            self.local = (200, b'{"status":"ok"}')
+        url = head.url
+        if url == b"/healthz" and head.method in (b"GET", b"HEAD"):
+            self.local = (200, b'{"status":"ok"}', _JSON)
             return
-        if url == b"/metrics" and self.method in (b"GET", b"HEAD"):
-            self.local = (200, self.gateway.metrics_text())
-            self.local_type = b"text/plain; version=0.0.4; charset=utf-8"
+        if url == b"/metrics" and head.method in (b"GET", b"HEAD"):
+            self.local = (200, self.gateway.metrics_text(), b"text/plain; version=0.0.4; charset=utf-8")
             return
         if framing.tokens:
             names = named_fields(framing.tokens)
@@ -674,7 +744,7 @@ class _Exchange:
         host = framing.host
         route, path = self.gateway.routes.resolve(url.decode("latin-1"), host.decode("latin-1") if host else None)
         if route is None:
-            self.local = (404, b'{"error":"no InferenceService routes %s"}' % _json_escape(url))
+            self.local = (404, b'{"error":"no InferenceService routes %s"}' % _json_escape(url), _JSON)
             return
         self.routed = route
         self.route = route.key
@@ -685,18 +755,18 @@ class _Exchange:
                 kept += (b"X-Forwarded-Host: ", host, b"\r\n")
         if not forwarded_proto:
             kept.append(b"X-Forwarded-Proto: http\r\n")
-        if self.chunked_in:
+        if head.chunked:
             kept.append(b"Transfer-Encoding: chunked\r\n")
         elif framing.sized:
-            kept.append(b"Content-Length: %d\r\n" % self.content_length)
-        self.no_host = host is None
-        self.head = b"%s %s HTTP/1.1\r\n%s" % (self.method, path.encode("latin-1"), b"".join(kept))
+            kept.append(b"Content-Length: %d\r\n" % content_length)
+        head.has_host = host is not None
+        head.forward = b"%s %s HTTP/1.1\r\n%s" % (head.method, path.encode("latin-1"), b"".join(kept))
 
     def start(self) -> None:
         """This exchange is first in line on its client connection: answer it or send it upstream."""
         if self.local is not None:
-            status, body = self.local
-            self.respond_local(status, body)
+            status, body, content_type = self.local
+            self.respond_local(status, body, content_type=content_type)
             return
         route = self.routed
         assert route is not None
@@ -718,10 +788,10 @@ class _Exchange:
 
     def go(self, endpoint: Endpoint) -> None:
         """Send the request to ``endpoint``; the caller flushes right after (the head leaves with the body)."""
-        if self.expect and not self.request_done:
+        if self.body is _AWAITING_CONTINUE:
             # Answer Expect here (it is not forwarded): the body streams on as soon as it comes.
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.expect = False
+            self.body = _ARRIVING
         self.connect(endpoint, defer=True)
 
     def no_ready_replica(self) -> None:
@@ -784,7 +854,7 @@ class _Exchange:
         self._unhold()
         target = self.target
         assert target is not None
-        self.tried = None  # a fresh chance on every endpoint, the restarted ones included
+        self.upstream.tried = None  # a fresh chance on every endpoint, the restarted ones included
         endpoint = target.pick()
         if endpoint is None:  # gone again already
             self.no_ready_replica()
@@ -823,7 +893,7 @@ class _Exchange:
         ``defer``: the caller flushes right after, so the head leaves in one write with the body so far.
         """
         self._to(_CONNECTING)
-        self.endpoint = endpoint
+        self.upstream.endpoint = endpoint
         conn = None if fresh else self.gateway.pool.take(endpoint)
         if conn is not None:
             self.bind(conn, reused=True, defer=defer)
@@ -833,12 +903,13 @@ class _Exchange:
     def bind(self, conn: _UpstreamConnection, reused: bool, defer: bool = False) -> None:
         """Send the request (head and whatever body has arrived) on ``conn``; ``defer`` leaves it to flush."""
         self._to(_SENT)
-        self.upstream = conn
-        self.reused = reused
-        conn.exchange = self
-        conn.received = conn.done = False
-        conn._in_head = True
-        head = self.head + (b"Host: %s\r\n\r\n" % str(self.endpoint).encode() if self.no_host else b"\r\n")
+        upstream = self.upstream
+        upstream.conn = conn
+        upstream.reused = reused
+        conn.bind(self)
+        request = self.request
+        assert request is not None
+        head = request.forward + (b"\r\n" if request.has_host else b"Host: %s\r\n\r\n" % str(upstream.endpoint).encode())
         if defer:
             self.pending.insert(0, head)
             self.pending_size += len(head)
@@ -852,7 +923,7 @@ class _Exchange:
             conn.write(head)
         if self.client.flow.write_paused:
             conn.pause()
-        self.last_io = self.loop.time()
+        upstream.last_io = self.loop.time()
         if self.timer is None:
             self.timer = self.loop.call_later(self.gateway.read_timeout, self._check_timeout)
 
@@ -866,35 +937,41 @@ class _Exchange:
             raise RequestRefused(413, message.decode())
         if self.local is not None or self.state >= _FINISHED:
             return  # answered already: the rest of the body is read and dropped
-        piece = chunk(data) if self.chunked_in else data
+        request = self.request
+        assert request is not None
+        piece = chunk(data) if request.chunked else data
         self.pending.append(piece)
         self.pending_size += len(piece)
         self.replay.add(piece)
-        if self.upstream is None and self.pending_size > PENDING_LIMIT:
+        if self.upstream.conn is None and self.pending_size > PENDING_LIMIT:
             self.client.pause(_PENDING)
 
     def request_complete(self) -> None:
-        self.request_done = True
-        if not self.chunked_in and self.body_size != self.content_length:
+        self.body = _READ
+        request = self.request
+        assert request is not None
+        if not request.chunked and self.body_size != request.content_length:
             # llhttp ended the body elsewhere than the Content-Length we sent up said: out of step.
             message = b"request body of %d bytes does not match its Content-Length %d" % (
-                self.body_size, self.content_length)
+                self.body_size, request.content_length)
             self.client.refuse(400, message)
             raise RequestRefused(400, message.decode())
-        if self.local is None and self.chunked_in:
+        if self.local is None and request.chunked:
             self.pending.append(LAST_CHUNK)
             self.replay.add(LAST_CHUNK)
         if self.state == _RESPONDED:
             self.finish()  # a local answer waited for its body to be read and dropped
 
     def flush_request(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and self.pending:
-            pending = self.pending
-            upstream.write(pending[0] if len(pending) == 1 else b"".join(pending))
-            pending.clear()
-            self.pending_size = 0
-            self.last_io = self.loop.time()
+        pending = self.pending
+        if pending:
+            upstream = self.upstream
+            conn = upstream.conn
+            if conn is not None:
+                conn.write(pending[0] if len(pending) == 1 else b"".join(pending))
+                pending.clear()
+                self.pending_size = 0
+                upstream.last_io = self.loop.time()
 
     # -- the response ---------------------------------------------------------------------------
 
@@ -926,18 +1003,19 @@ class _Exchange:
             content_length = -1  # Transfer-Encoding overrides Content-Length (RFC 9112 6.3)
         elif content_length >= 0:
             parts.append(b"Content-Length: %d\r\n" % content_length)
-        http10 = self.http10
-        if status in (204, 304) or self.method == b"HEAD":
-            self.no_body = True
-        elif chunked or content_length < 0:
+        request = self.request
+        assert request is not None
+        http10 = request.http10
+        no_body = status in (204, 304) or request.method == b"HEAD"
+        if not no_body and (chunked or content_length < 0):
             # Re-frame: chunked for HTTP/1.1 clients (events stay events), close-delimited for 1.0.
-            self.until_close = not chunked
             if http10:
                 self.close_after = True
+                self.relay = _AS_SENT if chunked else _UNTIL_CLOSE
             else:
-                self.chunked_out = True
+                self.relay = _RECHUNKED if chunked else _CLOSE_TO_CHUNKED
                 parts.append(b"Transfer-Encoding: chunked\r\n")
-        if self.close_after or not self.keep_alive:
+        if self.close_after or not request.keep_alive:
             parts.append(b"Connection: close\r\n\r\n")
         elif http10:
             parts.append(b"Connection: keep-alive\r\n\r\n")
@@ -946,12 +1024,12 @@ class _Exchange:
         self.out.append(b"".join(parts))
         # Servers such as uvicorn write the head and a sized body separately; holding the head until the
         # body's first bytes saves a send (and a client wake-up) per request. Streams are not held.
-        self._to(_HEAD_HELD if content_length > 0 and not chunked and not self.no_body else _STREAMING)
+        self._to(_HEAD_HELD if content_length > 0 and not chunked and not no_body else _STREAMING)
 
     def response_body(self, data: bytes) -> None:
         if self.state == _HEAD_HELD:
             self.state = _STREAMING
-        self.out.append(chunk(data) if self.chunked_out else data)
+        self.out.append(chunk(data) if self.relay.chunk else data)
 
     def flush_response(self) -> None:
         out = self.out
@@ -961,28 +1039,32 @@ class _Exchange:
 
     def response_complete(self, reusable: bool) -> None:
         self._to(_RESPONDED)
-        if self.chunked_out:
+        if self.relay.chunk:
             self.out.append(LAST_CHUNK)
         self.flush_response()
-        conn = self.upstream
+        upstream = self.upstream
+        conn = upstream.conn
         if conn is not None:
-            self.upstream = None
+            upstream.conn = None
             # An answer before the whole request went up: the replica may read the rest of the body as a
             # request of its own, so the connection is never reused. The client's remaining body is read
             # and dropped.
-            self.gateway._put_idle(conn, reusable and self.request_done and not self.pending)
+            self.gateway._put_idle(conn, reusable and self.body is _READ and not self.pending)
         self.finish()
 
-    def respond_local(self, status: int, body: bytes, extra: bytes = b"") -> None:
-        """The gateway's own JSON answer (404, 502, 503, 504, /healthz); ``extra``: more header lines."""
+    def respond_local(self, status: int, body: bytes, extra: bytes = b"", content_type: bytes = _JSON) -> None:
+        """The gateway's own answer (404, 502, 503, 504, /healthz); ``extra``: more header lines."""
         self.status = status
-        if not self.request_done and (self.chunked_in or self.expect or self.content_length > REPLAY_LIMIT):
+        request = self.request
+        assert request is not None
+        if self.body is not _READ and (request.chunked or self.body is _AWAITING_CONTINUE
+                                       or request.content_length > REPLAY_LIMIT):
             self.close_after = True  # rather than read a big body only to drop it; small ones are drained
-        connection = b"close" if (self.close_after or not self.keep_alive) else b"keep-alive"
+        connection = b"close" if (self.close_after or not request.keep_alive) else b"keep-alive"
         self.client.write(status_line(status) + b"content-type: %s\r\ncontent-length: %d\r\nconnection: %s\r\n%s\r\n%s"
-                          % (self.local_type, len(body), connection, extra, body))
+                          % (content_type, len(body), connection, extra, body))
         self._to(_RESPONDED)
-        if self.request_done or self.close_after:
+        if self.body is _READ or self.close_after:
             self.finish()
 
     # -- failures -------------------------------------------------------------------------------
@@ -1006,18 +1088,19 @@ class _Exchange:
         log.debug("gateway: %s %s: %r", "reset by" if sent else "connect to", endpoint, exc)
         self.gateway._metrics.upstream_error(self.route, "reset" if sent else "connect")
         target.release(endpoint)
-        if self.tried is None:
-            self.tried = []
-        self.tried.append(endpoint)
-        self.endpoint = None
+        upstream = self.upstream
+        if upstream.tried is None:
+            upstream.tried = []
+        upstream.tried.append(endpoint)
+        upstream.endpoint = None
         if sent:
-            self.resends += 1
+            upstream.resends += 1
             self.pending = self.replay.replay()
             self.pending_size = self.replay.size
-        following = target.pick(self.tried)
+        following = target.pick(upstream.tried)
         if following is not None:
             self.connect(following)
-        elif target.hold and not target.dropped and self.resends <= MAX_RESENDS:
+        elif target.hold and not target.dropped and upstream.resends <= MAX_RESENDS:
             self.hold(target)
         elif sent:
             self.fail(502, b"upstream reset: %s" % _json_escape(str(exc) or "connection closed"))
@@ -1032,19 +1115,20 @@ class _Exchange:
 
     def upstream_failed(self, kind: str, exc: BaseException | None) -> None:
         """The bound upstream connection broke (or timed out) before the response completed."""
-        conn = self.upstream
+        upstream = self.upstream
+        conn = upstream.conn
         if conn is None:
             return
-        self.upstream = None
+        upstream.conn = None
         conn.close()
         if self.state >= _FINISHED:
             return
-        if kind == "reset" and not conn.received and self.replay.replayable:
+        if kind == "reset" and conn.progress is _WAITING and self.replay.replayable:
             # Before any response byte, with the body still kept: the replica never answered, so the request
             # goes again (a reused connection the replica had closed, or a replica that went away).
-            assert self.endpoint is not None
-            self.replica_gone(self.endpoint, exc or ConnectionResetError("connection closed"), stale=self.reused,
-                              sent=not self.reused)
+            assert upstream.endpoint is not None
+            self.replica_gone(upstream.endpoint, exc or ConnectionResetError("connection closed"),
+                              stale=upstream.reused, sent=not upstream.reused)
             return
         self.gateway._metrics.upstream_error(self.route, kind)
         if self.state >= _STREAMING:
@@ -1059,7 +1143,7 @@ class _Exchange:
 
     def fail(self, status: int, message: bytes, extra: bytes = b"") -> None:
         self.pending.clear()
-        self.local = (status, b"")
+        self.local = (status, b"", _JSON)
         self.respond_local(status, b'{"error":"%s"}' % message, extra)
 
     def cut(self, status: int, message: bytes) -> None:
@@ -1068,10 +1152,7 @@ class _Exchange:
         its connection closes (the only way left to say the exchange is broken)."""
         self.close_after = True
         self.replay.drop()
-        conn = self.upstream
-        if conn is not None:
-            self.upstream = None
-            conn.close()
+        self._drop_upstream()
         if self.state >= _STREAMING:
             self.client.close()
             self.finish()
@@ -1079,12 +1160,20 @@ class _Exchange:
         self.out.clear()  # a held head never reached the client
         self.fail(status, message)
 
+    def _drop_upstream(self) -> None:
+        """Close the upstream connection, which carries part of this exchange and cannot be reused."""
+        upstream = self.upstream
+        conn = upstream.conn
+        if conn is not None:
+            upstream.conn = None
+            conn.close()
+
     def _check_timeout(self) -> None:
         """Lazy read timeout: one timer per exchange, re-armed by whatever time is left."""
         self.timer = None
         if self.state >= _FINISHED:
             return
-        left = self.last_io + self.gateway.read_timeout - self.loop.time()
+        left = self.upstream.last_io + self.gateway.read_timeout - self.loop.time()
         if left > 0:
             self.timer = self.loop.call_later(left, self._check_timeout)
         else:
@@ -1094,10 +1183,7 @@ class _Exchange:
         """The client went away: drop the upstream side (a half-read response cannot be reused)."""
         if self.state >= _FINISHED:
             return
-        conn = self.upstream
-        if conn is not None:
-            self.upstream = None
-            conn.close()
+        self._drop_upstream()
         if self.state < _RESPONDED:
             self.status = 499  # nginx's "client closed request"
         self.finish(_ABORTED)
@@ -1115,9 +1201,10 @@ class _Exchange:
             self.held_on = None
         self.client.resume(_UPSTREAM | _PENDING)
         target = self.target
-        if self.endpoint is not None and target is not None:
-            target.release(self.endpoint)
-            self.endpoint = None
+        upstream = self.upstream
+        if upstream.endpoint is not None and target is not None:
+            target.release(upstream.endpoint)
+            upstream.endpoint = None
         metrics = self.gateway._metrics
         metrics.request(self.route, self.status)
         meter = self.meter
@@ -1131,11 +1218,32 @@ class _Exchange:
             self.client.exchange_finished(self)
 
 
+class _HeadReading:
+    """The request head a client connection is reading: one per connection, begun again for every request."""
+
+    __slots__ = ("fed", "headers", "open", "size", "started", "url")
+
+    def __init__(self) -> None:
+        self.open = False  # the current request's head has begun and is not complete
+        self.started = 0.0  # when its first byte came (or reading last resumed)
+        self.fed = 0  # bytes of whole reads that went into the open head (a lower bound on its size)
+        self.size = 0  # header names and values parsed so far
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def begin(self, now: float) -> None:
+        self.open = True
+        self.started = now
+        self.fed = self.size = 0
+        self.url = b""
+        self.headers = []
+
+
 class _ClientConnection(asyncio.Protocol):
     """One client connection: parses requests, runs them one at a time, in order (pipelining-safe)."""
 
-    __slots__ = ("closed", "current", "eof", "flow", "gateway", "head_fed", "head_open", "head_size", "head_started",
-                 "last_active", "loop", "parser", "peer", "queue", "refused", "transport")
+    __slots__ = ("closed", "current", "eof", "flow", "gateway", "head", "last_active", "loop", "parser", "peer", "queue",
+                 "refused", "transport")
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -1151,10 +1259,7 @@ class _ClientConnection(asyncio.Protocol):
         self.closed = False
         self.eof = False
         self.last_active = self.loop.time()  # the last read
-        self.head_open = False  # the current request's head has begun and is not complete
-        self.head_started = 0.0  # when its first byte came (or reading last resumed)
-        self.head_fed = 0  # bytes of whole reads that went into the open head (a lower bound on its size)
-        self.head_size = 0  # header names and values parsed so far
+        self.head = _HeadReading()
         self.refused = False  # a request was refused: this connection reads no more
 
     # asyncio callbacks
@@ -1170,7 +1275,8 @@ class _ClientConnection(asyncio.Protocol):
         self.last_active = self.loop.time()
         if self.refused:
             return
-        head = self.current if self.head_open else None  # a head this read continues
+        reading = self.head
+        head = self.current if reading.open else None  # a head this read continues
         while True:
             try:
                 self.parser.feed_data(data)
@@ -1184,9 +1290,9 @@ class _ClientConnection(asyncio.Protocol):
             except httptools.HttpParserError as exc:
                 self._parse_error(exc)
             break
-        if self.head_open and not self.refused and self.current is head:  # the whole read went into the open head
-            self.head_fed += len(data)
-            if self.head_fed > self.gateway.max_request_head:
+        if reading.open and not self.refused and self.current is head:  # the whole read went into the open head
+            reading.fed += len(data)
+            if reading.fed > self.gateway.max_request_head:
                 # Refused before it is complete: httptools would keep growing the header it holds.
                 self.refuse(431, self._head_too_large())
         queue = self.queue
@@ -1213,13 +1319,15 @@ class _ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()
-        if self.queue and self.queue[0].upstream is not None:
-            self.queue[0].upstream.pause()
+        conn = self.queue[0].upstream.conn if self.queue else None
+        if conn is not None:
+            conn.pause()
 
     def resume_writing(self) -> None:
         self.flow.resume_writing()
-        if self.queue and self.queue[0].upstream is not None:
-            self.queue[0].upstream.resume()
+        conn = self.queue[0].upstream.conn if self.queue else None
+        if conn is not None:
+            conn.resume()
 
     # httptools callbacks
 
@@ -1227,42 +1335,39 @@ class _ClientConnection(asyncio.Protocol):
         exchange = _Exchange(self)
         self.current = exchange
         self.queue.append(exchange)
-        self.head_open = True
-        self.head_started = self.last_active
-        self.head_fed = self.head_size = 0
+        self.head.begin(self.last_active)
         if len(self.queue) > 1:
             self.pause(_PIPELINE)
 
     def on_url(self, url: bytes) -> None:
-        exchange = self.current
-        assert exchange is not None
-        exchange.url = exchange.url + url if exchange.url else url
+        reading = self.head
+        reading.url = reading.url + url if reading.url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        exchange = self.current
-        assert exchange is not None
-        exchange.headers.append((name, value))
-        self.head_size += len(name) + len(value)
+        reading = self.head
+        reading.headers.append((name, value))
+        reading.size += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
         exchange = self.current
         assert exchange is not None
-        self.head_open = False
+        reading = self.head
+        reading.open = False
         parser = self.parser
-        exchange.method = parser.get_method()
-        exchange.keep_alive = parser.should_keep_alive() and not self.gateway.draining
         version = parser.get_http_version()
-        exchange.http10 = version == "1.0"
+        url, headers = reading.url, reading.headers
+        head = exchange.request = _RequestHead(parser.get_method(), url, version == "1.0",
+                                               parser.should_keep_alive() and not self.gateway.draining)
         # Request line and header lines, counted as sent: name, ": ", value, CRLF.
-        if self.head_size + len(exchange.url) + 4 * len(exchange.headers) + 14 > self.gateway.max_request_head:
+        if reading.size + len(url) + 4 * len(headers) + 14 > self.gateway.max_request_head:
             exchange.refuse(431, self._head_too_large())
         else:
-            exchange.prepare(self.peer, version, parser.should_upgrade())
+            exchange.prepare(head, headers, self.peer, version, parser.should_upgrade())
         if self.queue[0] is exchange:
             exchange.start()
         if exchange.close_after and exchange.local is not None:  # refused: read nothing after it
             self._stop_reading()
-            status, body = exchange.local
+            status, body, _ = exchange.local
             raise RequestRefused(status, body.decode("latin-1"))
 
     def on_body(self, body: bytes) -> None:
@@ -1289,14 +1394,14 @@ class _ClientConnection(asyncio.Protocol):
         self.last_active = self.loop.time()
         if self.closed:
             return
-        if exchange.close_after or not exchange.keep_alive or (self.eof and not queue):
+        if exchange.close_after or not _keeps_alive(exchange) or (self.eof and not queue):
             self.close()
             return
         if queue:
             following = queue[0]
             if len(queue) == 1:
                 self.resume(_PIPELINE)
-            if following.head or following.local is not None:  # its headers are in
+            if following.request is not None:  # its headers are in
                 following.start()
                 following.flush_request()
 
@@ -1308,7 +1413,7 @@ class _ClientConnection(asyncio.Protocol):
         """Lift ``reason``; reading resumes when no other reason holds it."""
         if self.flow.reasons & reason and self.flow.resume_reading(reason):
             # Time we did not read is not the client's: its head and body timeouts start over.
-            self.last_active = self.head_started = self.loop.time()
+            self.last_active = self.head.started = self.loop.time()
 
     def close(self) -> None:
         if not self.closed:
@@ -1323,8 +1428,8 @@ class _ClientConnection(asyncio.Protocol):
         if self.closed or self.flow.read_paused:  # not reading: the wait is ours, not the client's
             return
         limits = self.gateway.limits
-        if self.head_open:
-            if now - self.head_started > limits.request_head_timeout:
+        if self.head.open:
+            if now - self.head.started > limits.request_head_timeout:
                 self.refuse(408, b"request head not complete within %gs of its first byte" %
                             limits.request_head_timeout)
         elif self.current is not None:  # a body is on its way
@@ -1343,9 +1448,9 @@ class _ClientConnection(asyncio.Protocol):
             return
         self._stop_reading()
         exchange = self.current
-        head_open = self.head_open
+        head_open = self.head.open
         self.current = None
-        self.head_open = False
+        self.head.open = False
         queue = self.queue
         if exchange is not None:
             if not head_open and (exchange.state >= _FINISHED or (queue and queue[0] is exchange)):
@@ -1354,7 +1459,8 @@ class _ClientConnection(asyncio.Protocol):
             with contextlib.suppress(ValueError):  # not started: nothing of it went anywhere
                 queue.remove(exchange)
         refusal = _Exchange(self)
-        refusal.request_done = True
+        refusal.request = _RequestHead.unparsed()
+        refusal.body = _READ
         refusal.refuse(status, message)
         queue.append(refusal)
         if queue[0] is refusal:
@@ -1370,7 +1476,7 @@ class _ClientConnection(asyncio.Protocol):
             return  # a callback refused the request and stopped the parser
         if cause is not None:  # one of our callbacks failed: a bug, not the client's bytes
             log.error("gateway: request callback failed", exc_info=cause)
-        if self.current is None and self.queue and not self.queue[-1].keep_alive:
+        if self.current is None and self.queue and not _keeps_alive(self.queue[-1]):
             # Bytes after a request that closes the connection are not a request (RFC 9112 9.6).
             self._stop_reading()
             return
@@ -1379,6 +1485,12 @@ class _ClientConnection(asyncio.Protocol):
     def _head_too_large(self) -> bytes:
         return b"request head over the limit of %d bytes (%s): send fewer or shorter headers" % (
             self.gateway.max_request_head, MAX_REQUEST_HEAD_ENV.encode())
+
+
+def _keeps_alive(exchange: _Exchange) -> bool:
+    """The client wants its connection kept after this exchange (and the gateway is not draining)."""
+    request = exchange.request
+    return request is None or request.keep_alive
 
 
 def _json_escape(value: bytes | str) -> bytes:
