@@ -77,6 +77,7 @@ from serving.platform.local.handover import (
     Handover,
     inherit,
     inherited_socket,
+    inherited_sockets,
     reap_exited_children,
 )
 from serving.platform.local.limits import PlatformLimits
@@ -211,11 +212,14 @@ class Daemon:
                 loop.add_signal_handler(sig, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._restart_requested)
             adopter = None
+            clients: list[socket.socket] = []
             if handover is None:
                 stop_orphans(self.files.pods)  # what a killed predecessor left running; replicas start fresh below
                 if self.fork_server is not None:
                     await self.fork_server.start()  # imports in the background; replicas spawn until it is ready
             else:
+                # Not inheritable from here on: no process this image starts may hold a client's connection.
+                clients = inherited_sockets(handover.client_fds)
                 adopter = await self._take_over(handover)
             # Bound 0600 in the 0700 state directory, and each peer's uid checked (its own or root); after a
             # restart, the same socket (calls made meanwhile waited in its backlog).
@@ -226,7 +230,7 @@ class Daemon:
             if handover is None or adopter is None:
                 port = await self.gateway.start(self.gateway_host, self.gateway_port)
             else:
-                port = await self._serve_adopted(inherited_socket(handover.gateway_fd), adopter)
+                port = await self._serve_adopted(inherited_socket(handover.gateway_fd), adopter, clients)
             self.gateway_port = port
             self.files.info.write_text(json.dumps({
                 "pid": os.getpid(), "gateway": f"http://{self.gateway_host}:{port}", "gateway_port": port,
@@ -266,7 +270,8 @@ class Daemon:
 
     async def _drain_for_restart(self) -> None:
         limit = float(os.environ.get(RESTART_DRAIN_ENV, RESTART_DRAIN_SECONDS))
-        log.info("restart: the gateway stops accepting (new connections wait in its backlog) and drains")
+        log.info("restart: the gateway stops accepting (new connections wait in its backlog), parks its idle "
+                 "client connections for the next image and finishes the requests in flight")
         self._listener = self.gateway.stop_accepting()
         left = await self.gateway.drain(limit)
         if left:
@@ -289,12 +294,14 @@ class Daemon:
             await asyncio.sleep(0.01)
         # From here on nothing awaits: no task may start a process the next image would not know of.
         zygote = self.fork_server.detach() if self.fork_server is not None else None
-        handover = Handover(self._listener.fileno(), api_listener, lock.fileno(), zygote)
+        clients = tuple(self.gateway.idle_client_fds())  # parked by the drain: idle, kept open across the exec
+        handover = Handover(self._listener.fileno(), api_listener, lock.fileno(), zygote, clients)
         inherit(handover.fds())
         argv = [sys.executable, "-m", "serving.platform.local", "--state-dir", str(self.files.state),
                 "--gateway-host", self.gateway_host, "--gateway-port", str(self.gateway_port),
                 HANDOVER_FLAG, handover.to_arg()]
-        log.info("restart: re-executing in place (pid %d)", os.getpid())
+        log.info("restart: re-executing in place (pid %d), handing over %d idle client connections", os.getpid(),
+                 len(clients))
         for handler in logging.getLogger().handlers:
             handler.flush()
         sys.stdout.flush()
@@ -308,6 +315,8 @@ class Daemon:
             if self.fork_server is not None:
                 self.fork_server.reattach()
             os.close(api_listener)
+            for fd in clients:
+                os.close(fd)
             self._listener.close()
 
     async def _take_over(self, handover: Handover) -> Adopter:
@@ -325,9 +334,10 @@ class Daemon:
         await adopter.scan()
         return adopter
 
-    async def _serve_adopted(self, listener: socket.socket, adopter: Adopter) -> int:
+    async def _serve_adopted(self, listener: socket.socket, adopter: Adopter, clients: list[socket.socket]) -> int:
         """Reconcile once with ``adopter`` open (runners take over the live replicas), stop the replicas no
-        runner took, then serve the gateway on the inherited listening socket."""
+        runner took, then serve the gateway on the inherited listening socket and the ``clients``'
+        connections its predecessor parked (requests sent on them meanwhile are answered now)."""
         # The URLs written into statuses are those of the same port.
         self.gateway.host, self.gateway.port = self.gateway_host, listener.getsockname()[1]
         self.adopter = adopter
@@ -342,7 +352,11 @@ class Daemon:
             task = asyncio.create_task(asyncio.to_thread(stop_records, unclaimed))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return await self.gateway.start(self.gateway_host, 0, sock=listener)
+        port = await self.gateway.start(self.gateway_host, 0, sock=listener)
+        adopted = await self.gateway.adopt_clients(clients)
+        if clients:
+            log.info("restart: %d of %d idle client connections adopted", adopted, len(clients))
+        return port
 
     async def _wait_for_work(self) -> None:
         wake = asyncio.create_task(self._wake.wait())

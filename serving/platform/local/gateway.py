@@ -131,9 +131,9 @@ MAX_RESENDS = 3
 RETRY_AFTER = b"retry-after: 1\r\n"
 # A client connection with no request in flight for this long is closed (nginx's keepalive_timeout).
 CLIENT_IDLE_TIMEOUT = 75.0
-# While draining for a restart, a client connection idle this long between requests is closed (a loopback
-# client sends its next request within a millisecond; that one is answered with Connection: close).
-DRAIN_IDLE_GRACE = 0.1
+# A client connection parked for a restart (``Gateway.park_idle_clients``) stops reading for this reason, one
+# of our own beside serving.http's Pause flags: nothing here resumes it; the next daemon image reads on.
+_PARKED = 1 << 16
 # Bounds on how often the one sweep timer checks every client connection for the timeouts above.
 _SWEEP_MIN, _SWEEP_MAX = 0.05, 5.0
 
@@ -293,8 +293,15 @@ class Gateway:
 
     def stop_accepting(self) -> socket.socket:
         """For a restart in place: stop accepting and return a duplicate of the listening socket, which keeps
-        the port listening (new connections wait in the kernel's backlog for whoever serves it next). From
-        now on every response says ``Connection: close`` and ends its connection; ``drain`` waits for that."""
+        the port listening (new connections wait in the kernel's backlog for whoever serves it next).
+
+        Client connections are never closed while idle (a client may be sending its next request at that very
+        moment, and a POST is not retried: RFC 9112 9.3.1). An idle one (its parser holds no byte of a request)
+        is *parked*: the gateway stops reading it, so what the client sends stays in the kernel's socket
+        buffer, and ``idle_client_fds`` hands it to the next image, which serves it. The requests in flight
+        now, and those whose head comes while draining, are answered with ``Connection: close``; a connection
+        that becomes idle after a keep-alive answer is parked too. ``drain`` waits until each is closed or parked.
+        """
         assert self._server is not None, "the gateway is not started"
         listener = socket.socket(fileno=os.dup(self._listen_fd))
         self.draining = True
@@ -303,21 +310,57 @@ class Gateway:
             for exchange in client.queue:
                 if exchange.status == 0 and exchange.request is not None:  # it can still say Connection: close
                     exchange.request.keep_alive = False  # (a head still coming sees ``draining``)
+        self.park_idle_clients()
         return listener
 
+    def park_idle_clients(self) -> int:
+        """While draining: stop reading every idle client connection (see ``stop_accepting``); returns how many
+        connections are not parked (still busy) now."""
+        busy = 0
+        for client in self._clients:
+            if not client.park_if_idle():
+                busy += 1
+        return busy
+
     async def drain(self, limit_s: float) -> int:
-        """After ``stop_accepting``: wait until every client connection has closed, closing those idle between
-        requests, for at most ``limit_s`` seconds; returns how many are still open."""
+        """After ``stop_accepting``: wait until every client connection is closed or parked (idle, not read),
+        for at most ``limit_s`` seconds; returns how many are still busy (the next image gets only the parked)."""
         loop = self._loop
         assert loop is not None
         deadline = loop.time() + limit_s
-        while self._clients and loop.time() < deadline:
-            now = loop.time()
-            for client in list(self._clients):
-                if not client.queue and not client.head.open and now - client.last_active >= DRAIN_IDLE_GRACE:
-                    client.close()
-            await asyncio.sleep(0.01)
-        return len(self._clients)
+        busy = self.park_idle_clients()
+        while busy and loop.time() < deadline:
+            await asyncio.sleep(0.005)  # polled: a connection becomes idle inside the protocol's callbacks
+            busy = self.park_idle_clients()
+        return busy
+
+    def idle_client_fds(self) -> list[int]:
+        """Duplicates of the descriptors of the parked client connections, for the next image to adopt
+        (``adopt_clients``). A duplicate keeps the connection open whatever happens to this image's transport:
+        the client sees neither FIN nor RST, and its bytes wait in the kernel's buffer."""
+        fds = []
+        for client in self._clients:
+            if client.parked and not client.closed:
+                sock = client.transport.get_extra_info("socket")
+                if sock is not None:
+                    fds.append(os.dup(sock.fileno()))
+        return fds
+
+    async def adopt_clients(self, socks: Iterable[socket.socket]) -> int:
+        """Serve client connections parked by the previous daemon image (after ``start``): each is read from
+        where that image stopped, so a request sent meanwhile is answered now. Returns how many were adopted."""
+        loop = self._loop
+        assert loop is not None, "the gateway is not started"
+        adopted = 0
+        for sock in socks:
+            try:
+                await loop.connect_accepted_socket(lambda: _ClientConnection(self), sock)
+            except (OSError, ValueError) as exc:  # the client went away meanwhile, or not a stream socket
+                log.warning("gateway: could not adopt a client connection from the previous image: %s", exc)
+                sock.close()
+            else:
+                adopted += 1
+        return adopted
 
     def _sweep_interval(self) -> float:
         limits = self.limits
@@ -1242,8 +1285,8 @@ class _HeadReading:
 class _ClientConnection(asyncio.Protocol):
     """One client connection: parses requests, runs them one at a time, in order (pipelining-safe)."""
 
-    __slots__ = ("closed", "current", "eof", "flow", "gateway", "head", "last_active", "loop", "parser", "peer", "queue",
-                 "refused", "transport")
+    __slots__ = ("closed", "current", "eof", "flow", "gateway", "head", "last_active", "loop", "parked", "parser", "peer",
+                 "queue", "refused", "transport")
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -1261,6 +1304,7 @@ class _ClientConnection(asyncio.Protocol):
         self.last_active = self.loop.time()  # the last read
         self.head = _HeadReading()
         self.refused = False  # a request was refused: this connection reads no more
+        self.parked = False  # idle while the gateway drains for a restart: not read, handed to the next image
 
     # asyncio callbacks
 
@@ -1420,6 +1464,15 @@ class _ClientConnection(asyncio.Protocol):
             self.closed = True
             self.flow.close()
             self.transport.close()  # flushes what is buffered first
+
+    def park_if_idle(self) -> bool:
+        """Stop reading this connection for good if no request is in it (the parser holds no byte of one):
+        what the client sends next stays in the kernel's buffer for the next daemon image. True when parked."""
+        if not self.parked and not self.closed and not self.queue and self.current is None and not self.head.open \
+                and not self.refused and not self.eof:
+            self.parked = True
+            self.pause(_PARKED)
+        return self.parked
 
     # refusals and timeouts
 

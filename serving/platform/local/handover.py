@@ -9,13 +9,16 @@ descriptors to keep are made inheritable and named on the new command line (``--
 
 The old image, on SIGHUP (``Daemon``): the gateway stops accepting (a duplicate of its listening socket
 keeps the port listening: new connections wait in the kernel's backlog, none is refused), finishes the
-requests in flight (each answered with ``Connection: close``; idle keep-alive connections are closed),
-stops the control API the same way, waits until no replica is half started, and execs. The new image
-keeps the lock, serves the control API on the inherited socket at once, reconciles with an ``Adopter``
-open, so that each ``DeploymentRunner`` takes a live matching replica (same namespace, Deployment,
-pod-template hash and pod directory; its pid not reused) instead of starting one, stops the replicas no
-runner claimed, and only then serves the gateway on the inherited listening socket. A replica whose
-readiness probe passed at adoption is an endpoint from the first reconcile.
+requests in flight (each answered with ``Connection: close``), stops the control API the same way, waits
+until no replica is half started, and execs. Idle keep-alive client connections are never closed: closing
+one races with the client's next request on it (the client gets the close instead of an answer, and a POST
+is not retried). The gateway stops reading them instead (*parks* them), and their descriptors go over too,
+so whatever a client sent meanwhile waits in the kernel's socket buffer. The new image keeps the lock,
+serves the control API on the inherited socket at once, reconciles with an ``Adopter`` open, so that each
+``DeploymentRunner`` takes a live matching replica (same namespace, Deployment, pod-template hash and pod
+directory; its pid not reused) instead of starting one, stops the replicas no runner claimed, and only then
+serves the gateway on the inherited listening socket and reads on the parked client connections. A
+replica whose readiness probe passed at adoption is an endpoint from the first reconcile.
 
 A daemon that *crashed* (SIGKILL) hands nothing over: the next ``odh up`` stops its orphans as before.
 """
@@ -63,13 +66,18 @@ class Handover:
     api_fd: int  # the control API's listening Unix socket
     lock_fd: int  # the state directory's lock, held across the exec
     zygote: ZygoteHandover | None
+    # The gateway's idle keep-alive client connections (``Gateway.idle_client_fds``): never closed across a
+    # restart, so a request a client sends on one meanwhile waits in its socket buffer for the next image.
+    client_fds: tuple[int, ...] = ()
 
     def fds(self) -> list[int]:
-        return [self.gateway_fd, self.api_fd, self.lock_fd, *([self.zygote.fd] if self.zygote else [])]
+        return [self.gateway_fd, self.api_fd, self.lock_fd, *([self.zygote.fd] if self.zygote else []),
+                *self.client_fds]
 
     def to_arg(self) -> str:
         return json.dumps({"gateway_fd": self.gateway_fd, "api_fd": self.api_fd, "lock_fd": self.lock_fd,
-                           "zygote": self.zygote.to_json() if self.zygote else None})
+                           "zygote": self.zygote.to_json() if self.zygote else None,
+                           "client_fds": list(self.client_fds)})
 
     @classmethod
     def from_arg(cls, text: str) -> Handover:
@@ -78,10 +86,28 @@ class Handover:
             data = json.loads(text)
             zygote = data.get("zygote")
             return cls(int(data["gateway_fd"]), int(data["api_fd"]), int(data["lock_fd"]),
-                       ZygoteHandover.from_json(zygote) if zygote else None)
+                       ZygoteHandover.from_json(zygote) if zygote else None,
+                       _descriptors(data.get("client_fds", [])))  # absent: an image from before client handover
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{HANDOVER_FLAG}: not a handover from a previous daemon image ({exc}); it is written "
                              "by the daemon itself on SIGHUP (`odh restart`), never by hand") from exc
+
+
+def _descriptors(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(fd, int) and not isinstance(fd, bool) and fd >= 0 for fd in value):
+        raise ValueError(f"client_fds must be a list of descriptor numbers, not {value!r}")
+    return tuple(value)
+
+
+def inherited_sockets(fds: Iterable[int]) -> list[socket.socket]:
+    """``inherited_socket`` for each of ``fds``; one that is no longer a socket is skipped with a warning."""
+    socks = []
+    for fd in fds:
+        try:
+            socks.append(inherited_socket(fd))
+        except OSError as exc:
+            log.warning("restart: descriptor %d handed over is not a socket any more (%s); skipped", fd, exc)
+    return socks
 
 
 def inherit(fds: Iterable[int]) -> None:
