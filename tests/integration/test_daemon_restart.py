@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -131,6 +133,50 @@ async def test_a_restart_under_load_drops_nothing_and_adopts_every_replica(tmp_p
         async with httpx.AsyncClient(timeout=30) as http:
             answer = await http.post(f"{url}/v1/models/iris:predict", json=V1_BODY)
         assert answer.status_code == 200 and answer.json()["predictions"] == [1, 1]
+
+
+async def test_keep_alive_clients_sending_through_restarts_in_a_row_get_every_answer(tmp_path: Path) -> None:
+    """The keep-alive race: a restart that closed idle client connections lost the request a client sent on
+    one at that moment (httpx: "server disconnected without sending a response"; a POST is not retried).
+    Many keep-alive clients, each pausing now and then between its POSTs (a seeded random think time: an idle
+    connection at the drain is what the race needs), through several restarts in a row: every answer is 200,
+    and idle connections were handed over, not closed."""
+    state = tmp_path / "state"
+    clients, restarts, between = 24, 5, 60
+    with running_platform(state, env={"ODH_FORK_SERVER": "0"}) as platform:
+        platform.apply(ISVC)
+        url = platform.wait_ready("InferenceService", "default", "iris", timeout=120)["status"]["url"]
+        answers: list[int | str] = []
+        stop = asyncio.Event()
+
+        async def client(seed: int) -> None:
+            think = random.Random(seed)
+            async with httpx.AsyncClient(timeout=60) as http:
+                while not stop.is_set():
+                    try:
+                        response = await http.post(f"{url}/v1/models/iris:predict", json=V1_BODY)
+                        answers.append(response.status_code)
+                    except httpx.HTTPError as exc:
+                        answers.append(f"{type(exc).__name__}: {exc}")
+                    if think.random() < 0.3:  # load shape, not a wait: the connection idles a while, then sends
+                        await asyncio.sleep(think.uniform(0.0, 0.2))
+
+        load = [asyncio.create_task(client(seed)) for seed in range(clients)]
+        try:
+            for restart in [*range(restarts), None]:
+                target = len(answers) + between
+                await wait_until_async(lambda: len(answers) >= target, timeout=60,  # noqa: B023 - awaited here
+                                       what=f"{between} more answers under load")
+                if restart is not None:
+                    await asyncio.to_thread(restart_daemon, state)
+        finally:
+            stop.set()
+            await asyncio.gather(*load, return_exceptions=True)
+        failures = [a for a in answers if a != 200]
+        assert not failures, f"{len(failures)} of {len(answers)} failed: {failures[:5]}"
+        log = _read(state / "daemon.log")
+        handed = [int(n) for n in re.findall(r"handing over (\d+) idle client connections", log)]
+        assert len(handed) == restarts and sum(handed) > 0, handed
 
 
 def test_a_daemon_killed_after_a_restart_leaves_no_replica_for_the_next_odh_up(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -67,3 +68,15 @@ def test_the_handover_flag_round_trips_and_refuses_anything_else() -> None:
         Handover.from_arg('{"gateway_fd": 5}')
     with pytest.raises(ValueError, match="never by hand"):
         Handover.from_arg("not json")
+
+
+def test_the_handover_carries_the_parked_client_connections_and_refuses_bad_numbers() -> None:
+    handover = Handover(5, 6, 7, None, (9, 10, 11))
+    assert Handover.from_arg(handover.to_arg()) == handover
+    assert handover.fds() == [5, 6, 7, 9, 10, 11]  # every one kept open across the exec
+    # An image from before client connections were handed over wrote no list: none to adopt.
+    assert Handover.from_arg('{"gateway_fd": 5, "api_fd": 6, "lock_fd": 7, "zygote": null}').client_fds == ()
+    base = {"gateway_fd": 5, "api_fd": 6, "lock_fd": 7, "zygote": None}
+    for bad in ("9", [-1], [True], ["9"], [9.5], None):
+        with pytest.raises(ValueError, match="client_fds must be a list of descriptor numbers"):
+            Handover.from_arg(json.dumps({**base, "client_fds": bad}))
