@@ -294,7 +294,8 @@ class Daemon:
             await asyncio.sleep(0.01)
         # From here on nothing awaits: no task may start a process the next image would not know of.
         zygote = self.fork_server.detach() if self.fork_server is not None else None
-        clients = tuple(self.gateway.idle_client_fds())  # parked by the drain: idle, kept open across the exec
+        self.gateway.park_idle_clients()  # those that finished their last request since the drain ended too
+        clients = tuple(self.gateway.idle_client_fds())  # parked: idle, kept open across the exec
         handover = Handover(self._listener.fileno(), api_listener, lock.fileno(), zygote, clients)
         inherit(handover.fds())
         argv = [sys.executable, "-m", "serving.platform.local", "--state-dir", str(self.files.state),
