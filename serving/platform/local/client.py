@@ -98,7 +98,13 @@ class LocalPlatform:
         if not present:
             raise DaemonNotRunningError(f"no odh daemon on {self.state}: start it with `odh up`")
         try:
-            response = self._client.request(method, path, **kwargs)
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # The daemon closed a kept-alive connection as this request went out (it restarts: `odh
+                # restart`). Every control call is declarative (get, list, apply the same object, delete),
+                # so sending it once more on a new connection is safe.
+                response = self._client.request(method, path, **kwargs)
         except (httpx.ConnectError, FileNotFoundError) as exc:
             if "Permission denied" in str(exc):
                 raise PlatformError(self._not_yours()) from exc
