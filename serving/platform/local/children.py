@@ -51,7 +51,7 @@ class AdoptedChild:
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:  # not our child (or reaped elsewhere): the code is lost
-            if _alive(self.pid):
+            if pid_alive(self.pid):
                 return False
             self._done(255)
             return True
@@ -74,7 +74,8 @@ class AdoptedChild:
         self._exited.set()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` exists (a process of another user counts: kill 0 says so with EPERM)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

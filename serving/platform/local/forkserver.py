@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from serving.platform.local.children import AdoptedChild
+from serving.platform.local.children import AdoptedChild, pid_alive
 from serving.platform.local.pods import replica_environment
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class ForkedProcess:
             self._poll = asyncio.create_task(self._poll_exit())
 
     async def _poll_exit(self) -> None:
-        while _alive(self.pid):  # noqa: ASYNC110 - without a pidfd there is no event to wait on
+        while pid_alive(self.pid):  # noqa: ASYNC110 - without a pidfd there is no event to wait on
             await asyncio.sleep(0.2)
         self.exited(EXIT_UNKNOWN, False)
 
@@ -399,12 +399,3 @@ class ForkServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
