@@ -183,6 +183,26 @@ def _standin_main(port: int) -> None:
 # -- the run ---------------------------------------------------------------------------------------
 
 
+def load(url: str, connections: int, duration: float) -> dict[str, float]:
+    """``wrk`` when it is installed (apt-get install -y wrk), else the pure-Python load generator."""
+    return (_wrk if shutil.which("wrk") else _python_load)(url, connections, duration)
+
+
+def _measure(url: str, pid: int | None, concurrency: int, duration: float) -> dict[str, float]:
+    """One round of one target: latency at concurrency 1, throughput at ``concurrency``, and the gateway
+    process's CPU per request over the throughput run (when ``pid`` is a gateway's)."""
+    latency = load(url, 1, duration)
+    cpu = _cpu_seconds(pid) if pid is not None else 0.0
+    started = time.monotonic()
+    throughput = load(url, concurrency, duration)
+    elapsed = time.monotonic() - started
+    row = {"p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "rps_c1": latency["rps"], "rps": throughput["rps"]}
+    if pid is not None:
+        requests = throughput["rps"] * min(elapsed, max(1, round(duration)))
+        row["cpu_us_per_request"] = (_cpu_seconds(pid) - cpu) / requests * 1e6
+    return row
+
+
 def _echo_main(port: int) -> None:
     """The cheapest upstream there is (a fixed 200 per request, no parsing beyond framing), so that what is
     measured through the gateway is the gateway's own cost rather than the model server's variance."""
@@ -287,7 +307,6 @@ def _gateway_from(source: Path, port: int, server_port: int) -> list[str]:
 
 def compare(before: Path, duration: float, repeat: int, upstream: str, concurrency: int) -> dict[str, Any]:
     """This tree's gateway against ``before``'s, interleaved in every round against one model server."""
-    load = _wrk if shutil.which("wrk") else _python_load
     server_port = free_port()
     command, upstream_name = _upstream_command(upstream, server_port)
     rows: dict[str, list[dict[str, float]]] = {"direct": [], "before": [], "after": []}
@@ -307,16 +326,7 @@ def compare(before: Path, duration: float, repeat: int, upstream: str, concurren
         for round_ in range(repeat):
             order = ["direct", "before", "after"] if round_ % 2 == 0 else ["direct", "after", "before"]
             for name in order:
-                latency = load(urls[name], 1, duration)
-                cpu = _cpu_seconds(pids[name]) if name in pids else 0.0
-                started = time.monotonic()
-                throughput = load(urls[name], concurrency, duration)
-                elapsed = time.monotonic() - started
-                row = {"p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "rps_c1": latency["rps"],
-                       "rps": throughput["rps"]}
-                if name in pids:
-                    requests = throughput["rps"] * min(elapsed, max(1, round(duration)))
-                    row["cpu_us_per_request"] = (_cpu_seconds(pids[name]) - cpu) / requests * 1e6
+                row = _measure(urls[name], pids.get(name), concurrency, duration)
                 rows[name].append(row)
                 print(f"round {round_ + 1} {name:>6}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
     summary: dict[str, Any] = {}
@@ -365,7 +375,6 @@ def activator(duration: float, repeat: int, upstream: str, concurrency: int) -> 
     """The activator's fast path: a gateway whose route goes through ``set_split`` (one ready revision) against
     one whose route goes through ``set``, two processes in front of one model server, interleaved with direct in
     every round; each gateway's CPU time per request too (robust where a shared machine makes latency noisy)."""
-    load = _wrk if shutil.which("wrk") else _python_load
     server_port = free_port()
     command, upstream_name = _upstream_command(upstream, server_port)
     urls = {"direct": f"http://127.0.0.1:{server_port}{DIRECT_PATH}"}
@@ -385,16 +394,7 @@ def activator(duration: float, repeat: int, upstream: str, concurrency: int) -> 
         for round_ in range(repeat):
             order = ["direct", "set", "set_split"] if round_ % 2 == 0 else ["direct", "set_split", "set"]
             for name in order:
-                latency = load(urls[name], 1, duration)
-                cpu = _cpu_seconds(pids[name]) if name in pids else 0.0
-                started = time.monotonic()
-                throughput = load(urls[name], concurrency, duration)
-                elapsed = time.monotonic() - started
-                row = {"p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "rps_c1": latency["rps"],
-                       "rps": throughput["rps"]}
-                if name in pids:
-                    requests = throughput["rps"] * min(elapsed, max(1, round(duration)))
-                    row["cpu_us_per_request"] = (_cpu_seconds(pids[name]) - cpu) / requests * 1e6
+                row = _measure(urls[name], pids.get(name), concurrency, duration)
                 rows[name].append(row)
                 print(f"round {round_ + 1} {name:>9}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
 
@@ -420,7 +420,6 @@ def activator(duration: float, repeat: int, upstream: str, concurrency: int) -> 
 
 
 def run(duration: float, repeat: int, upstream: str, concurrency: int, via: str = "daemon") -> dict[str, Any]:
-    load = _wrk if shutil.which("wrk") else _python_load
     tool = "wrk" if load is _wrk else "python load generator"
     with (_daemon() if via == "daemon" else _standalone(upstream)) as (direct, through, upstream_name):
         for url in (direct, through):  # warm up both paths (imports, pools, caches)
