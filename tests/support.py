@@ -227,3 +227,27 @@ def running(args: Sequence[str], env: dict[str, str] | None = None, cwd: Path | 
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+# A second version of the iris model: answers class 2 to everything, as fast as iris answers (iris says [1, 1]
+# to its V1 sample), so an answer tells which version served it and only routing decides where requests go.
+_CONSTANT_MODEL = """
+import sys
+import joblib
+import numpy as np
+from sklearn.dummy import DummyClassifier
+
+joblib.dump(DummyClassifier(strategy="constant", constant=2).fit(np.zeros((3, 4)), [0, 1, 2]), sys.argv[1])
+"""
+
+
+def write_constant_model(directory: Path) -> Path:
+    """``directory`` with a ``model.joblib`` that always predicts 2 (made in its own interpreter, as a user would)."""
+    subprocess.run([sys.executable, "-c", _CONSTANT_MODEL, str(directory / "model.joblib")], check=True, timeout=120)
+    return directory
+
+
+def served_by(response: httpx.Response) -> str | None:
+    """"v1" for iris's answer to its V1 sample, "v2" for the constant model's, None for anything else."""
+    predictions = response.json().get("predictions") if response.status_code == 200 else None
+    return {(1, 1): "v1", (2, 2): "v2"}.get(tuple(predictions or ()))

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from load import LoadResult, drive
-from support import FIXTURES, IRIS_DIR, running_platform, wait_until, wait_until_async
+from support import FIXTURES, IRIS_DIR, running_platform, wait_until, wait_until_async, write_constant_model
 
 from serving.config import RUNTIMES_DIR_ENV
 from serving.platform.local import LocalPlatform
@@ -44,16 +44,6 @@ rng = np.random.default_rng(0)
 points = rng.random((40000, 4))
 model = KNeighborsClassifier(n_neighbors=3, algorithm="brute").fit(points, (points[:, 0] > 0.5).astype(int))
 joblib.dump(model, sys.argv[1])
-"""
-# The canary's model: answers class 2 to everything, as fast as the iris model answers (so that only the
-# weights, not one replica being slower, decide where requests go).
-CONSTANT = """
-import sys
-import joblib
-import numpy as np
-from sklearn.dummy import DummyClassifier
-
-joblib.dump(DummyClassifier(strategy="constant", constant=2).fit(np.zeros((3, 4)), [0, 1, 2]), sys.argv[1])
 """
 ROWS = [[0.1 * (i % 10), 0.5, 0.25, 0.75] for i in range(50)]
 BURN_BODY = {"inputs": [{"name": "input-0", "shape": [len(ROWS), 4], "datatype": "FP32", "data": ROWS}]}
@@ -77,9 +67,7 @@ def burner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def constant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("constant")
-    subprocess.run([sys.executable, "-c", CONSTANT, str(out / "model.joblib")], check=True, timeout=120)
-    return out
+    return write_constant_model(tmp_path_factory.mktemp("constant"))
 
 
 def ready_pods(platform: LocalPlatform, deployment: str) -> list[dict]:

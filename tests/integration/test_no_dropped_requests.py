@@ -11,30 +11,19 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from load import LoadResult, drive
-from support import IRIS_DIR, running_platform, wait_until, wait_until_async
+from support import IRIS_DIR, running_platform, served_by, wait_until, wait_until_async, write_constant_model
 
 from serving.platform.local import LocalPlatform
 
 pytestmark = pytest.mark.integration
 
 V1_BODY = json.loads((IRIS_DIR / "iris-input-v1.json").read_text())
-CONSTANT_MODEL = """
-import sys
-import joblib
-import numpy as np
-from sklearn.dummy import DummyClassifier
-
-joblib.dump(DummyClassifier(strategy="constant", constant=2).fit(np.zeros((3, 4)), [0, 1, 2]), sys.argv[1])
-"""
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +40,6 @@ def isvc(name: str, storage_uri: str, **predictor: Any) -> dict[str, Any]:
 
 def ready_pids(platform: LocalPlatform, deployment: str) -> list[int]:
     return [p["pid"] for p in platform.pods() if p["deployment"] == deployment and p["ready"] and p["pid"]]
-
-
-def served_by(response: httpx.Response) -> str | None:
-    predictions = response.json().get("predictions") if response.status_code == 200 else None
-    return {(1, 1): "v1", (2, 2): "v2"}.get(tuple(predictions or ()))
 
 
 async def kill_under_load(platform: LocalPlatform, url: str, deployment: str, *, total: int, kills: int = 1) -> Any:
@@ -94,7 +78,7 @@ def test_one_of_two_replicas_killed_under_load_loses_no_request(platform: LocalP
 
 
 def test_a_rollout_under_load_loses_no_request(platform: LocalPlatform, tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-c", CONSTANT_MODEL, str(tmp_path / "model.joblib")], check=True, timeout=120)
+    write_constant_model(tmp_path)
     platform.apply(isvc("roll", IRIS_DIR.as_uri()))
     url = platform.wait_ready("InferenceService", "default", "roll", timeout=120)["status"]["url"]
     predict = f"{url}/v1/models/roll:predict"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from load import drive
 from prometheus_client.parser import text_string_to_metric_families
-from support import IRIS_DIR, running_platform, wait_until, wait_until_async
+from support import IRIS_DIR, running_platform, served_by, wait_until, wait_until_async, write_constant_model
 
 from serving.platform.local import LocalPlatform
 
@@ -158,28 +158,9 @@ def test_kpa_panics_under_a_burst_scales_up_and_back_down_and_no_request_fails(p
     assert gauge(gateway, "panic_mode", revision) == 0
 
 
-# v2 of the model: answers class 2 to everything, as fast as iris answers (iris says [1, 1] to V1_BODY),
-# so that the answer says which revision served it and only the split decides where requests go.
-CONSTANT_MODEL = """
-import sys
-import joblib
-import numpy as np
-from sklearn.dummy import DummyClassifier
-
-joblib.dump(DummyClassifier(strategy="constant", constant=2).fit(np.zeros((3, 4)), [0, 1, 2]), sys.argv[1])
-"""
-
-
 @pytest.fixture(scope="module")
 def v2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("v2-model")
-    subprocess.run([sys.executable, "-c", CONSTANT_MODEL, str(out / "model.joblib")], check=True, timeout=120)
-    return out
-
-
-def served_by(response: httpx.Response) -> str | None:
-    predictions = response.json().get("predictions") if response.status_code == 200 else None
-    return {(1, 1): "v1", (2, 2): "v2"}.get(tuple(predictions or ()))
+    return write_constant_model(tmp_path_factory.mktemp("v2-model"))
 
 
 def traffic(platform: LocalPlatform, name: str) -> dict[str, int]:
