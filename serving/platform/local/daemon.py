@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 import uvicorn
 
 from serving.config import DEFAULT_GATEWAY_PORT
-from serving.errors import NotFoundError, PlatformError, RuntimeResolutionError
+from serving.errors import PlatformError, RuntimeResolutionError
 from serving.knative import GROUP as KNATIVE_GROUP
 from serving.kserve import (
     AdmissionConfig,
@@ -508,11 +508,7 @@ class Daemon:
         return deployments
 
     def _serverless_runs(self, namespace: str, name: str) -> bool:
-        try:
-            self.store.get(KNATIVE_SERVICE, namespace, f"{name}-predictor")
-        except NotFoundError:
-            return False
-        return True
+        return self.store.find(KNATIVE_SERVICE, namespace, f"{name}-predictor") is not None
 
     def _run(self, deployment: dict[str, Any], replicas: int) -> DeploymentRunner:
         key = (deployment["metadata"].get("namespace", "default"), deployment["metadata"]["name"])

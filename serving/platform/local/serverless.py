@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from serving.autoscaling import KPA, AutoscalerConfig, ScaleDecision, kpa_settings
 from serving.autoscaling.settings import KPASettings
-from serving.errors import AdmissionError, NotFoundError
+from serving.errors import AdmissionError
 from serving.knative import (
     GCConfig,
     RevisionNameTaken,
@@ -156,7 +156,7 @@ class ServerlessController:
         ns, name = isvc.namespace, isvc.name
         now, wall = self._clock(), self._wall()
         ksvc_name = ksvc["metadata"]["name"]
-        previous_ksvc = self._get(KNATIVE_SERVICE, ns, ksvc_name)
+        previous_ksvc = self.store.find(KNATIVE_SERVICE, ns, ksvc_name)
         ksvc, _ = self.store.put(ksvc)  # with its uid: revisions name it as their owner
         ksvc = {k: v for k, v in ksvc.items() if k != "status"}
         revisions = revisions_of(ksvc_name, self.store.list(KNATIVE_REVISION, ns))
@@ -295,9 +295,3 @@ class ServerlessController:
             log.info("%s: revision %s collected", ns, rev_name)
             self.store.delete(KNATIVE_REVISION, ns, rev_name)
             self.store.delete("Deployment", ns, f"{rev_name}-deployment")
-
-    def _get(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.store.get(kind, ns, name)
-        except NotFoundError:
-            return None
