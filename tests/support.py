@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -251,3 +252,12 @@ def served_by(response: httpx.Response) -> str | None:
     """"v1" for iris's answer to its V1 sample, "v2" for the constant model's, None for anything else."""
     predictions = response.json().get("predictions") if response.status_code == 200 else None
     return {(1, 1): "v1", (2, 2): "v2"}.get(tuple(predictions or ()))
+
+
+def write_tiny_llm_dir(directory: Path) -> Path:
+    """``directory`` laid out as vLLM expects a model (the fixture tokenizer and a config); the simulated
+    engines only read its tokenizer."""
+    for item in (FIXTURES / "vllm-kv-events" / "tokenizer").iterdir():
+        shutil.copy(item, directory / item.name)
+    shutil.copy(FIXTURES / "vllm-kv-events" / "model-config.json", directory / "config.json")
+    return directory

@@ -14,7 +14,6 @@ platform reports, and acts on what it saw.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from load import LoadResult, drive
-from support import FIXTURES, IRIS_DIR, running_platform, wait_until, wait_until_async, write_constant_model
+from support import IRIS_DIR, running_platform, wait_until, wait_until_async, write_constant_model, write_tiny_llm_dir
 
 from serving.config import RUNTIMES_DIR_ENV
 from serving.platform.local import LocalPlatform
@@ -31,7 +30,6 @@ from serving.platform.local.autoscalers import DOWNSCALE_STABILIZATION_ENV, ENGI
 
 pytestmark = pytest.mark.integration
 
-TOKENIZER = FIXTURES / "vllm-kv-events" / "tokenizer"
 # A brute-force nearest-neighbour search over 40,000 points: ~60 ms of CPU per 50-row prediction, where
 # the iris model answers in microseconds. Plain sklearn, so it loads in any replica (forked or spawned).
 BURNER = """
@@ -154,11 +152,7 @@ def sim_llm(name: str, model_dir: Path, minimum: int, maximum: int) -> dict:
 
 @pytest.fixture(scope="module")
 def llm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-llama")
-    for item in TOKENIZER.iterdir():
-        shutil.copy(item, out / item.name)
-    shutil.copy(FIXTURES / "vllm-kv-events" / "model-config.json", out / "config.json")
-    return out
+    return write_tiny_llm_dir(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def test_llm_engines_scale_on_queue_depth_and_back_with_the_router_following(

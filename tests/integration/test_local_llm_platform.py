@@ -7,7 +7,6 @@ The same path with real vLLM engines is ``tests/e2e/test_llm_vllm.py``.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import stat
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from support import FIXTURES, listening_address, running_platform, tcp_listeners, wait_until
+from support import listening_address, running_platform, tcp_listeners, wait_until, write_tiny_llm_dir
 
 from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError
@@ -24,7 +23,6 @@ from serving.platform.local import LocalPlatform
 
 pytestmark = pytest.mark.integration
 
-TOKENIZER = FIXTURES / "vllm-kv-events" / "tokenizer"
 SHARED = "You are a careful assistant. " + "Read the shared reference text before answering. " * 8
 
 
@@ -48,11 +46,7 @@ def sim_llm(name: str, model_dir: Path, replicas: int = 2) -> dict:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model directory as vLLM expects one; the simulator only reads its tokenizer."""
-    out = tmp_path_factory.mktemp("tiny-llama")
-    for item in TOKENIZER.iterdir():
-        shutil.copy(item, out / item.name)
-    shutil.copy(FIXTURES / "vllm-kv-events" / "model-config.json", out / "config.json")
-    return out
+    return write_tiny_llm_dir(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")
