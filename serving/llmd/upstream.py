@@ -254,6 +254,12 @@ class _Connection(asyncio.Protocol):
         self._until_close = False
         self.last_io = self.pool.loop.time()
         self.timer = self.pool.loop.call_at(self.last_io + self.pool.read_timeout, self._check_timeout)
+        if self.transport.is_closing():
+            # The engine went away between connect (or the pool) and this write (uvloop raises RuntimeError on a
+            # closed transport): nothing was sent, so it is the same case as a connection closed before any
+            # response byte, which the caller redials or retries on another engine.
+            self._fail(Disconnected("the engine closed the connection before the request was sent"))
+            return
         self.transport.write(data)
 
     def _release(self, reusable: bool) -> None:
