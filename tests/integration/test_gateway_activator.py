@@ -145,6 +145,12 @@ async def test_requests_are_held_until_a_replica_is_ready_then_answered(gw: Harn
     assert metric(gw.gateway, "odh_gateway_activator_released_total") == 3
     assert metric(gw.gateway, 'odh_gateway_revision_requests_total{code="200",namespace="ns",revision="iris-00001"}') == 4
     assert metric(gw.gateway, 'odh_gateway_activator_held{namespace="ns",revision="iris-00001"}') == 0
+    # Latency counts from acceptance, the hold included: the three held requests waited for the replica.
+    duration = 'odh_gateway_revision_request_duration_seconds_{}{{{}namespace="ns",revision="iris-00001"}}'
+    assert metric(gw.gateway, duration.format("count", "")) == 4
+    assert metric(gw.gateway, duration.format("bucket", 'le="+Inf",')) == 4
+    assert metric(gw.gateway, duration.format("bucket", 'le="0.005",')) < 4
+    assert metric(gw.gateway, duration.format("sum", "")) > 0
 
 
 async def test_held_requests_show_on_metrics(gw: Harness) -> None:

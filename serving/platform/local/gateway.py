@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -75,7 +76,7 @@ from collections.abc import Iterable, Iterator
 from enum import IntEnum
 
 import httptools
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from serving.autoscaling.meter import ConcurrencyMeter
@@ -148,6 +149,25 @@ _JSON = b"application/json"
 _PIPELINE, _UPSTREAM, _PENDING, _REFUSED = Pause.PIPELINE, Pause.UPSTREAM, Pause.PENDING, Pause.REFUSED
 
 
+# Upper bounds (seconds) of the per-revision latency histogram: Prometheus' client defaults, so dashboards and
+# the operate flow's quantiles read it like any other ``_duration_seconds`` histogram.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+class _Latency:
+    """One revision's request durations: a count per bucket (not cumulative; the last is +Inf) and their sum."""
+
+    __slots__ = ("buckets", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
 class _Metrics:
     """Plain-dict counters on the hot path; a prometheus Collector renders them on scrape."""
 
@@ -155,6 +175,7 @@ class _Metrics:
         self.requests: dict[tuple[str, int], int] = {}
         self.upstream_errors: dict[tuple[str, str], int] = {}
         self.revision_requests: dict[tuple[str, str, int], int] = {}  # (namespace, revision, status)
+        self.revision_latency: dict[tuple[str, str], _Latency] = {}  # (namespace, revision): accepted to response end
         self.released = 0  # held requests sent on to a replica that became ready
         self.timeouts = 0  # held requests that waited activator_wait_s and got 503
         self.overflow = 0  # requests that found their revision's queue full and got 503
@@ -217,6 +238,16 @@ class GatewayCollector(Collector):
         for (namespace, revision, code), value in sorted(metrics.revision_requests.items()):
             requests.add_metric([namespace, revision, str(code)], value)
         yield requests
+        latency = HistogramMetricFamily(
+            "odh_gateway_revision_request_duration_seconds", "Time from the gateway accepting a request for the "
+            "revision (held or proxied) to the end of its response.", labels=["namespace", "revision"])
+        for (namespace, revision), observed in sorted(metrics.revision_latency.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), observed.buckets, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric([namespace, revision], buckets, observed.total)
+        yield latency
         yield CounterMetricFamily("odh_gateway_activator_released", "Held requests sent on to a replica that "
                                   "became ready.", value=metrics.released)
         yield CounterMetricFamily("odh_gateway_activator_timeouts", "Held requests answered 503 after waiting "
@@ -689,7 +720,8 @@ class _Exchange:
     """
 
     __slots__ = (
-        "body", "body_size", "client", "close_after", "gateway", "held_at", "held_on", "local", "loop", "meter", "out",
+        "accepted", "body", "body_size", "client", "close_after", "gateway", "held_at", "held_on", "local", "loop", "meter",
+        "out",
         "pending", "pending_size", "relay", "replay", "request", "route", "routed", "state", "status", "target",
         "timer", "upstream",
     )
@@ -706,6 +738,7 @@ class _Exchange:
         self.route = "-"
         self.target: RouteTarget | None = None  # the revision chosen for this request
         self.meter: ConcurrencyMeter | None = None  # the revision's, once the request counts for it
+        self.accepted = 0.0  # when it began to count for its revision (the latency histogram's start)
         self.held_on: RouteTarget | None = None  # the revision whose queue holds this request now
         self.held_at = 0.0  # loop time it was first held (the wait bound runs from there, across re-holds)
         self.local: tuple[int, bytes, bytes] | None = None  # the gateway's own answer: status, body, content type
@@ -822,7 +855,8 @@ class _Exchange:
         self.target = target
         # Counted from here until the response ends, held or proxied: the concurrency the KPA scales on.
         meter = self.meter = target.meter
-        meter.started(_monotonic())
+        meter.started(now := _monotonic())
+        self.accepted = now
         endpoint = target.pick()
         if endpoint is None:
             self.no_ready_replica()
@@ -1253,10 +1287,15 @@ class _Exchange:
         meter = self.meter
         if meter is not None:
             assert target is not None
-            meter.finished(_monotonic())
+            meter.finished(now := _monotonic())
             key = (target.namespace, target.name, self.status)
             counts = metrics.revision_requests
             counts[key] = counts.get(key, 0) + 1
+            revision = (target.namespace, target.name)
+            latency = metrics.revision_latency.get(revision)
+            if latency is None:
+                latency = metrics.revision_latency[revision] = _Latency()
+            latency.observe(now - self.accepted)
         if state is _FINISHED:
             self.client.exchange_finished(self)
 
