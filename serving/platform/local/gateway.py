@@ -76,7 +76,7 @@ from collections.abc import Iterable, Iterator
 from enum import IntEnum
 
 import httptools
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from serving.autoscaling.meter import ConcurrencyMeter
@@ -195,7 +195,7 @@ class GatewayCollector(Collector):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         metrics = self._gateway._metrics
         requests = CounterMetricFamily(
             "odh_gateway_requests", "Requests answered by the gateway, by route and status code.",
@@ -219,7 +219,7 @@ class GatewayCollector(Collector):
         yield from self._revisions(routes.targets(), metrics)
 
     @staticmethod
-    def _revisions(targets: list[RouteTarget], metrics: _Metrics) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def _revisions(targets: list[RouteTarget], metrics: _Metrics) -> Iterator[Metric]:
         """Per revision (what the KPA sees) and the activator's counts."""
         in_flight = GaugeMetricFamily(
             "odh_gateway_revision_in_flight", "Requests for the revision in flight, held by the activator or "
