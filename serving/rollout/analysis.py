@@ -1,0 +1,155 @@
+"""The verdict on a canary, from two snapshots of the gateway's per-revision metrics (pure).
+
+The gateway counts every answer per revision (``odh_gateway_revision_requests_total{namespace,revision,code}``)
+and times it (``odh_gateway_revision_request_duration_seconds``, a histogram). The difference between a
+snapshot at the start of the window and one now is what each side did during the window: its 5xx share and
+its p95 (Prometheus' ``histogram_quantile``: linear inside the bucket).
+
+Fail fast, promote late: a canary with ``min_requests`` answers whose 5xx share is past ``max_error_rate`` is
+rolled back at once; promotion is decided only at the end of the window. A canary without ``min_requests``
+by then gets the window once more (at most twice the window in all) and is rolled back if it still has not:
+never promote blind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REQUESTS_METRIC = "odh_gateway_revision_requests"
+LATENCY_METRIC = "odh_gateway_revision_request_duration_seconds"
+Verdict = Literal["promote", "rollback", "watch"]
+Key = tuple[str, str]  # (namespace, revision)
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Cumulative counts per revision: answers by status code, and latency buckets (upper bound -> count)."""
+
+    codes: Mapping[Key, Mapping[str, float]] = field(default_factory=dict)
+    buckets: Mapping[Key, Mapping[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RevisionFigures:
+    revision: str
+    requests: int
+    errors: int  # 5xx answers
+    p95_seconds: float | None  # None: no answer in the window
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_error_rate: float
+    max_latency_ratio: float
+    min_requests: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_error_rate <= 1:
+            raise ValueError(f"max_error_rate {self.max_error_rate} is out of range: use a share from 0 to 1")
+        if not self.max_latency_ratio > 0:
+            raise ValueError(f"max_latency_ratio {self.max_latency_ratio} must be above 0 (2.0: canary p95 up to twice stable)")
+        if self.min_requests < 1:
+            raise ValueError(f"min_requests {self.min_requests} must be at least 1: a canary is never promoted blind")
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    reason: str
+    stable: RevisionFigures
+    canary: RevisionFigures
+
+
+def parse_metrics(text: str) -> MetricsSnapshot:
+    """The per-revision counters and latency buckets of a gateway ``/metrics`` page."""
+    codes: dict[Key, dict[str, float]] = {}
+    buckets: dict[Key, dict[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in (REQUESTS_METRIC, LATENCY_METRIC):
+            continue
+        for sample in family.samples:
+            key = (sample.labels.get("namespace", ""), sample.labels.get("revision", ""))
+            if sample.name == REQUESTS_METRIC + "_total":
+                codes.setdefault(key, {})[sample.labels["code"]] = sample.value
+            elif sample.name == LATENCY_METRIC + "_bucket":
+                buckets.setdefault(key, {})[float(sample.labels["le"])] = sample.value
+    return MetricsSnapshot(codes, buckets)
+
+
+def figures(before: MetricsSnapshot, after: MetricsSnapshot, namespace: str, revision: str) -> RevisionFigures:
+    """What ``revision`` answered between the two snapshots."""
+    key = (namespace, revision)
+    old, new = before.codes.get(key, {}), after.codes.get(key, {})
+    delta = {code: new[code] - old.get(code, 0.0) for code in new}
+    requests = int(sum(delta.values()))
+    errors = int(sum(count for code, count in delta.items() if code.isdigit() and int(code) >= 500))
+    old_b, new_b = before.buckets.get(key, {}), after.buckets.get(key, {})
+    window = {bound: new_b[bound] - old_b.get(bound, 0.0) for bound in new_b}
+    return RevisionFigures(revision, requests, errors, quantile(0.95, window))
+
+
+def quantile(q: float, cumulative: Mapping[float, float]) -> float | None:
+    """Prometheus' ``histogram_quantile`` over cumulative bucket counts; None without observations."""
+    bounds = sorted(cumulative)
+    if not bounds or cumulative[bounds[-1]] <= 0:
+        return None
+    total = cumulative[bounds[-1]]
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = cumulative[bound]
+        if count >= rank:
+            if math.isinf(bound):  # past the last finite bucket: its bound is the best answer
+                finite = [b for b in bounds if not math.isinf(b)]
+                return finite[-1] if finite else None
+            if count == below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return bounds[-1]
+
+
+def judge(stable: RevisionFigures, canary: RevisionFigures, thresholds: Thresholds, *, elapsed: float,
+          window: float) -> Decision:
+    """Promote, roll back or keep watching after ``elapsed`` seconds of a ``window``-second analysis."""
+    def decide(verdict: Verdict, reason: str) -> Decision:
+        return Decision(verdict, reason, stable, canary)
+
+    enough = canary.requests >= thresholds.min_requests
+    errors = (f"canary 5xx {_pct(canary.error_rate)} {{}} {_pct(thresholds.max_error_rate)} "
+              f"over {canary.requests} requests")
+    if enough and canary.error_rate > thresholds.max_error_rate:
+        return decide("rollback", errors.format(">"))
+    if elapsed < window:
+        return decide("watch", f"{elapsed:.0f} of {window:g} s; canary has {canary.requests} requests")
+    if not enough:
+        if elapsed < 2 * window:
+            return decide("watch", f"window extended: canary has {canary.requests} of {thresholds.min_requests} "
+                                   f"requests after {elapsed:.0f} s")
+        return decide("rollback", f"not enough canary traffic: {canary.requests} requests < {thresholds.min_requests} "
+                                  f"in {elapsed:.0f} s (window extended once); never promoted blind")
+    if canary.p95_seconds is not None and stable.p95_seconds:
+        ratio = canary.p95_seconds / stable.p95_seconds
+        latency = (f"canary p95 {_ms(canary.p95_seconds)} vs stable {_ms(stable.p95_seconds)} "
+                   f"(x{ratio:.2f} {{}} x{thresholds.max_latency_ratio:g})")
+        if ratio > thresholds.max_latency_ratio:
+            return decide("rollback", latency.format(">"))
+        return decide("promote", f"{errors.format('<=')}; {latency.format('<=')}")
+    return decide("promote", f"{errors.format('<=')}; p95 not compared (the stable side had no requests in the window)")
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.1f} %".replace(".0 %", " %")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
