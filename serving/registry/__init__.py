@@ -3,9 +3,13 @@
 from serving.registry.mlflow_registry import (
     DIGEST_TAG,
     RETIRED,
+    ROLLOUT_REASON_TAG,
+    ROLLOUT_STATUS_TAG,
+    SUPERSEDED,
     ModelRegistry,
     RegisteredVersion,
     parse_models_uri,
 )
 
-__all__ = ["DIGEST_TAG", "RETIRED", "ModelRegistry", "RegisteredVersion", "parse_models_uri"]
+__all__ = ["DIGEST_TAG", "RETIRED", "ROLLOUT_REASON_TAG", "ROLLOUT_STATUS_TAG", "SUPERSEDED", "ModelRegistry",
+           "RegisteredVersion", "parse_models_uri"]

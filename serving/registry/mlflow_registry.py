@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # mlflow is imported lazily: it is slow to import
 DIGEST_TAG = "odh.digest"
 DEPLOYMENT_TAGS = ("odh.deployment.name", "odh.deployment.namespace", "odh.deployment.url", "odh.deployment.status")
 RETIRED = "retired"
+SUPERSEDED = "superseded"
+ROLLOUT_STATUS_TAG = "odh.rollout.status"
+ROLLOUT_REASON_TAG = "odh.rollout.reason"
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -105,6 +108,37 @@ class ModelRegistry:
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._client.set_registered_model_alias(name, alias, version)
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points at; None when the model or the alias does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self._client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def delete_alias(self, name: str, alias: str) -> bool:
+        """Remove ``alias``; False when it was not set (so that running twice is harmless)."""
+        from mlflow.exceptions import MlflowException
+
+        if self.alias_version(name, alias) is None:
+            return False
+        try:
+            self._client.delete_registered_model_alias(name, alias)
+        except MlflowException:  # removed concurrently meanwhile: the outcome wanted
+            return self.alias_version(name, alias) is not None
+        return True
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Set (overwrite) tags on one version, e.g. ``odh.rollout.status`` and ``odh.rollout.reason``."""
+        self.get_version(name, version)  # a clear RegistryError for a missing version, before any write
+        for key, value in tags.items():
+            self._client.set_model_version_tag(name, version, key, value)
+
+    def set_deployment_status(self, name: str, version: str, status: str) -> None:
+        """Only the ``odh.deployment.status`` tag (e.g. ``superseded`` once another version took over)."""
+        self._client.set_model_version_tag(name, version, "odh.deployment.status", status)
 
     def tag_deployment(self, name: str, version: str, *, deployment: str, namespace: str, url: str, status: str) -> None:
         values = (deployment, namespace, url, status)

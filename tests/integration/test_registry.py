@@ -51,3 +51,22 @@ def test_parse_models_uri() -> None:
     assert parse_models_uri("models:/iris/3") == ("iris", None, "3")
     with pytest.raises(RegistryError, match="models:/NAME@ALIAS"):
         parse_models_uri("models:/iris")
+
+
+def test_alias_lookup_removal_and_version_tags(registry: ModelRegistry) -> None:
+    first = registry.register_version("rolled", "file:///models/r1", digest="r1")
+    second = registry.register_version("rolled", "file:///models/r2", digest="r2")
+    assert registry.alias_version("rolled", "champion") is None
+    assert registry.alias_version("no-such-model", "champion") is None
+    registry.set_alias("rolled", "champion", first.version)
+    assert registry.alias_version("rolled", "champion") == first.version
+    registry.set_version_tags("rolled", second.version, {"odh.rollout.status": "rolled-back",
+                                                         "odh.rollout.reason": "canary 5xx 40 % > 5 %"})
+    tags = registry.get_version("rolled", second.version).tags
+    assert tags["odh.rollout.status"] == "rolled-back" and tags["odh.rollout.reason"] == "canary 5xx 40 % > 5 %"
+    with pytest.raises(RegistryError, match="no version 7"):
+        registry.set_version_tags("rolled", "7", {"odh.rollout.status": "promoted"})
+    assert registry.delete_alias("rolled", "champion") is True
+    assert registry.alias_version("rolled", "champion") is None
+    assert registry.get_version("rolled", first.version).aliases == ()
+    assert registry.delete_alias("rolled", "champion") is False  # a second removal is a no-op
