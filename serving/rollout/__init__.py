@@ -17,6 +17,8 @@ from serving.rollout.plan import (
     RolloutPlan,
     Step,
     analysis_targets,
+    canary_failure,
+    canary_ready,
     clean_manifest,
     deployment_mode,
     plan_rollout,
@@ -25,6 +27,7 @@ from serving.rollout.plan import (
 
 __all__ = [
     "CANARY_MODEL_ANNOTATION", "CANARY_VERSION_ANNOTATION", "Decision", "MetricsSnapshot", "NewVersion",
-    "RevisionFigures", "RolloutPlan", "Step", "Thresholds", "analysis_targets", "clean_manifest", "deployment_mode",
+    "RevisionFigures", "RolloutPlan", "Step", "Thresholds", "analysis_targets", "canary_failure",
+    "canary_ready", "clean_manifest", "deployment_mode",
     "figures", "judge", "parse_metrics", "plan_rollout", "serving_version",
 ]

@@ -90,10 +90,15 @@ def clean_manifest(live: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plan_rollout(live: dict[str, Any], new: NewVersion, percent: int) -> RolloutPlan:
+def plan_rollout(live: dict[str, Any], new: NewVersion, percent: int, model_format: str | None = None) -> RolloutPlan:
     """Canary, promotion and rollback manifests for putting ``new`` into ``live`` at ``percent`` %."""
     if not 1 <= percent <= 99:
         raise ValueError(f"canary_percent {percent} is out of range: use a whole percent from 1 to 99")
+    serving = _implementation_key(live["spec"]["predictor"])
+    current = ((live["spec"]["predictor"][serving].get("modelFormat") or {}).get("name") if serving == "model" else serving)
+    if model_format and current and model_format != current:
+        raise ValueError(f"model_format {model_format!r} differs from the {current!r} model serving now: a canary "
+                         f"keeps the runtime; deploy the new format under another name, or retire and deploy")
     stable = clean_manifest(live)
     stable["metadata"].setdefault("annotations", {})
     for key in (CANARY_VERSION_ANNOTATION, CANARY_MODEL_ANNOTATION):
@@ -117,6 +122,29 @@ def analysis_targets(live: dict[str, Any], plan: RolloutPlan) -> tuple[str, str]
         return stable, canary
     stable_name = plan.stable["spec"]["predictor"].get("name")
     return predictor_object_name(name, stable_name), predictor_object_name(name, plan.canary_name)
+
+
+def canary_ready(live: dict[str, Any], plan: RolloutPlan, generation: int | None) -> bool:
+    """The canary applied at ``generation`` is Ready and takes its share: a new ready revision next to the
+    rolled-out one (Serverless), or its ``canaryStatuses`` entry Ready (Standard)."""
+    status = live.get("status") or {}
+    if generation is not None and (status.get("observedGeneration") or 0) < generation:
+        return False
+    if plan.mode == "Serverless":
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        latest = predictor.get("latestReadyRevision")
+        return bool(latest) and latest == predictor.get("latestCreatedRevision") != predictor.get("latestRolledoutRevision")
+    return any(s.get("name") == plan.canary_name and s.get("ready") for s in status.get("canaryStatuses") or [])
+
+
+def canary_failure(live: dict[str, Any], plan: RolloutPlan) -> str | None:
+    """Why the canary cannot become Ready, when the platform already says so (None: not failed, maybe starting)."""
+    if plan.mode != "Serverless":
+        return None
+    for condition in (live.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PredictorConfigurationReady" and condition.get("status") == "False":
+            return f"{condition.get('reason') or 'RevisionFailed'}: {condition.get('message') or 'the canary revision failed'}"
+    return None
 
 
 def _annotated(manifest: dict[str, Any], new: NewVersion) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from serving.rollout import (
     CANARY_VERSION_ANNOTATION,
     NewVersion,
     analysis_targets,
+    canary_failure,
+    canary_ready,
     deployment_mode,
     plan_rollout,
     serving_version,
@@ -118,3 +120,31 @@ def test_standard_after_a_promotion_names_the_next_canary_apart() -> None:
 def test_a_canary_share_out_of_range_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="canary_percent 100"):
         plan_rollout(live("Serverless"), V2, 100)
+
+
+def test_canary_readiness_is_read_from_status_at_the_applied_generation() -> None:
+    serverless = live("Serverless")
+    plan = plan_rollout(serverless, V2, 20)
+    predictor = serverless["status"]["components"]["predictor"]
+    serverless["status"]["observedGeneration"] = 4
+    predictor["latestCreatedRevision"] = "iris-predictor-00002"
+    assert canary_ready(serverless, plan, generation=4)
+    assert not canary_ready(serverless, plan, generation=5)  # the platform has not seen the canary yet
+    predictor["latestCreatedRevision"] = "iris-predictor-00003"  # a newer revision still starting
+    assert not canary_ready(serverless, plan, generation=4)
+    assert canary_failure(serverless, plan) is None
+    serverless["status"]["conditions"] = [{"type": "PredictorConfigurationReady", "status": "False",
+                                           "reason": "RevisionFailed", "message": "Revision 'x' failed"}]
+    assert canary_failure(serverless, plan) == "RevisionFailed: Revision 'x' failed"
+    standard = live("Standard")
+    plan = plan_rollout(standard, V2, 20)
+    standard["status"]["canaryStatuses"] = [{"name": "v2", "ready": False, "trafficPercent": 20}]
+    assert not canary_ready(standard, plan, generation=None)
+    standard["status"]["canaryStatuses"][0]["ready"] = True
+    assert canary_ready(standard, plan, generation=None)
+
+
+def test_a_new_model_format_is_refused_before_anything_changes() -> None:
+    with pytest.raises(ValueError, match="model_format 'mlflow' differs from the 'sklearn'"):
+        plan_rollout(live("Serverless"), V2, 20, model_format="mlflow")
+    assert plan_rollout(live("Serverless"), V2, 20, model_format="sklearn").mode == "Serverless"
