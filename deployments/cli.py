@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deployments.prefect_server import PREFECT_PORT
 from serving.config import DEFAULT_GATEWAY_PORT, state_dir
 from serving.errors import AdmissionError, ServingError
 
@@ -57,11 +58,13 @@ def _print_rejection(verb: str, doc: dict[str, Any], exc: AdmissionError) -> Non
 def up(
     state: StateOpt = None,
     gateway_port: Annotated[int, typer.Option(help="gateway port (0 = any free port)")] = DEFAULT_GATEWAY_PORT,
-    prefect: Annotated[bool, typer.Option(help="also start a Prefect server (UI on :4200) for flow runs")] = False,
+    prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="also start a Prefect server (UI and API) and "
+                                          "the flow worker that serves every flow as a deployment")] = True,
+    prefect_port: Annotated[int, typer.Option(min=1, max=65535, help="Prefect UI and API port")] = PREFECT_PORT,
     max_replicas: Annotated[int | None, typer.Option(min=1, help="most replicas one workload may ask for "
                                                      "(default: from this machine's cores and memory)")] = None,
 ) -> None:
-    """Start the embedded platform's daemon in the background."""
+    """Start the embedded platform's daemon, and (unless --no-prefect) a Prefect server and the flow worker."""
     from serving.platform.local import start_daemon
     from serving.platform.local.limits import MAX_REPLICAS_ENV
 
@@ -78,23 +81,38 @@ def up(
         err.print(f"[yellow]note:[/] the daemon already running keeps its replica limit of {limits.get('max_replicas')}; "
                   "run `odh down` first to change it", soft_wrap=True)
     if prefect:
-        from deployments.prefect_server import start_prefect_server
+        _start_prefect(root, prefect_port)
 
-        with console.status("starting the Prefect server..."):
-            api = start_prefect_server(root)
-        console.print(f"[green]Prefect is up[/]: UI {api.removesuffix('/api')}")
+
+def _start_prefect(root: Path, port: int) -> None:
+    """The Prefect server, then the flow worker (deployments applied, block types registered)."""
+    from deployments.prefect_server import PrefectStartError, start_flow_worker, start_prefect_server
+
+    try:
+        with console.status(f"starting the Prefect server on port {port} (the first start sets up its database)..."):
+            api = start_prefect_server(root, port)
+        with console.status("starting the flow worker (imports the flows, applies their deployments)..."):
+            worker = start_flow_worker(root, api)
+    except PrefectStartError as exc:
+        raise _fail(f"{exc} (the platform itself is up; `odh up --no-prefect` skips Prefect)") from exc
+    console.print(f"[green]Prefect is up[/]: UI {api.removesuffix('/api')}; flows served: "
+                  f"{', '.join(name.split('/')[0] for name in worker.get('deployments', {}))}")
+    for name, why in (worker.get("missing") or {}).items():
+        err.print(f"[yellow]not served:[/] {escape(name)}: {escape(why)}", soft_wrap=True)
 
 
 @app.command()
 def down(state: StateOpt = None) -> None:
-    """Stop the daemon and every replica it runs (deployments come back with the next `odh up`)."""
-    from deployments.prefect_server import stop_prefect_server
+    """Stop the flow worker, the Prefect server, the daemon and every replica it runs (deployments come back
+    with the next `odh up`)."""
+    from deployments.prefect_server import stop_flow_worker, stop_prefect_server
     from serving.platform.local import stop_daemon
 
     root = state_dir(state)
-    with console.status("stopping the odh daemon..."):
-        stopped = stop_daemon(root)
+    with console.status("stopping the flow worker, Prefect and the odh daemon..."):
+        stop_flow_worker(root)
         stop_prefect_server(root)
+        stopped = stop_daemon(root)
     console.print("[green]odh is down[/]" if stopped else "odh was not running")
 
 
@@ -129,26 +147,78 @@ def deploy(
     timeout: Annotated[float | None, typer.Option(help="seconds to wait for Ready (default 300; 900 for LLMs)")] = None,
     state: StateOpt = None,
 ) -> None:
-    """Run the deploy flow (upload, register, configure, deploy, initialize, register service)."""
+    """Run the deploy flow (upload, register, configure, deploy, initialize, register service).
+
+    With the Prefect server of `odh up`, the flow runs in the warm flow worker (seconds); without one
+    (`odh up --no-prefect`), in this process on Prefect's ephemeral server."""
+    from deployments.prefect_server import running_api, server_without_worker
+
     root = state_dir(state)
     _require_daemon(root)
+    env = dict(_key_value(item, "--engine-env") for item in engine_env or [])
+    parameters: dict[str, Any] = {
+        "model_uri": _absolute_if_local(model_uri), "name": name, "namespace": namespace, "model_format": model_format,
+        "registered_model_name": registered_model_name, "alias": alias, "min_replicas": replicas,
+        "max_replicas": replicas, "timeout_seconds": timeout, "state_dir": str(root),
+        "engine_args": engine_arg or None, "engine_env": env or None,
+    }
+    api = running_api(root)
+    if api is None and server_without_worker(root):
+        err.print(f"[yellow]note:[/] the Prefect server runs but its flow worker does not (see {root / 'flow_worker.log'}; "
+                  "`odh up` starts it again): running the flow in this process", soft_wrap=True)
+    if api is not None:
+        _deploy_via_api(root, api, parameters, timeout)
+        return
     from flows.prefect_env import configure_prefect
 
     configure_prefect(root)
     with console.status(f"deploying {model_uri} as {namespace}/{name}...") as status:
         _show_flow_progress(status)
-        from flows import deploy_model
+        from flows.deploy_model import deploy_model
 
         try:
-            env = dict(_key_value(item, "--engine-env") for item in engine_env or [])
-            result = deploy_model(model_uri=model_uri, name=name, namespace=namespace, model_format=model_format,
-                                  registered_model_name=registered_model_name, alias=alias,
-                                  min_replicas=replicas, max_replicas=replicas, timeout_seconds=timeout,
-                                  state_dir=str(root), engine_args=engine_arg or None, engine_env=env or None)
+            result = deploy_model(**parameters)
         except (ServingError, ValueError, FileNotFoundError) as exc:
             raise _fail(str(exc)) from exc
     console.print(f"[green]Ready[/] {namespace}/{name}: {result.model_name} version {result.model_version}")
     console.print(result.url)
+
+
+def _absolute_if_local(model_uri: str) -> str:
+    """A relative model path is made absolute here: the flow worker resolves paths from its own directory."""
+    if "://" in model_uri or model_uri.startswith("models:/"):
+        return model_uri
+    path = Path(model_uri).expanduser()
+    return str(path.resolve()) if path.exists() else model_uri
+
+
+def _deploy_via_api(root: Path, api: str, parameters: dict[str, Any], timeout: float | None) -> None:
+    """deploy-model through the Prefect API, run by the flow worker; the result is read from the platform."""
+    from deployments.flow_client import FlowClientError, run_flow_via_api
+    from serving.policy import MODEL_NAME_LABEL, MODEL_VERSION_LABEL
+
+    namespace, name = parameters["namespace"], parameters["name"]
+    with console.status(f"deploying {parameters['model_uri']} as {namespace}/{name}...") as status:
+        def progress(line: str) -> None:
+            console.print(f"  [green]✓[/] [bold]{escape(line)}[/]" if " " not in line.split(" (")[0]
+                          else f"  {escape(line)}", soft_wrap=True)
+            status.update(f"{line.split(' ')[0]} done...")
+
+        try:
+            outcome = run_flow_via_api(api, "deploy-model", {k: v for k, v in parameters.items() if v is not None},
+                                       run_name=name, on_progress=progress, timeout=(timeout or 900.0) + 120.0)
+        except FlowClientError as exc:
+            raise _fail(str(exc)) from exc
+    if not outcome.ok:
+        raise _fail(f"deploy-model {outcome.state_name}: {outcome.message or 'no message'} (run: {outcome.ui_url})")
+    try:
+        live = _get_service(_platform(root), namespace, name)
+    except ServingError as exc:
+        raise _fail(str(exc)) from exc
+    labels = live["metadata"].get("labels") or {}
+    console.print(f"[green]Ready[/] {namespace}/{name}: {labels.get(MODEL_NAME_LABEL, '?')} version "
+                  f"{labels.get(MODEL_VERSION_LABEL, '?')}")
+    console.print(live.get("status", {}).get("url", ""))
 
 
 @app.command()
@@ -434,6 +504,43 @@ def runtime_install(
         except ServingError as exc:
             raise _fail(str(exc)) from exc
     console.print(f"[green]{name} ready[/]: {python}")
+
+
+flows_app = typer.Typer(help="The lifecycle flows as Prefect deployments (the Prefect UI is the console).",
+                        no_args_is_help=True)
+app.add_typer(flows_app, name="flows")
+
+
+@flows_app.command("serve")
+def flows_serve(
+    state: StateOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="flow runs at once")] = 4,
+    poll_interval: Annotated[float, typer.Option(min=0.05, help="seconds between polls for due runs")] = 0.5,
+) -> None:
+    """Serve every flow as a deployment of the Prefect server at PREFECT_API_URL (default: the one `odh up`
+    started) and run their flow runs in this process, until Ctrl-C. `odh up` runs the same in the background."""
+    from deployments.flow_worker import main as worker_main
+
+    args = ["--limit", str(limit), "--poll-interval", str(poll_interval)]
+    if state is not None:
+        args += ["--state-dir", str(state_dir(state))]
+    worker_main(args)
+
+
+@flows_app.command("list")
+def flows_list() -> None:
+    """The flows served as deployments, with their schedules."""
+    from deployments.catalog import CATALOG
+
+    table = Table("DEPLOYMENT", "SCHEDULE", "FLOW", "DESCRIPTION")
+    for served in CATALOG:
+        try:
+            interval = served.interval_seconds()
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        table.add_row(served.full_name, f"every {interval:g}s ({served.interval_env})" if interval else "-",
+                      served.import_path, served.description)
+    console.print(table)
 
 
 llmd = typer.Typer(help="LLM-D: KV-cache-aware router, scheduler, indexer and engine simulator.", no_args_is_help=True)
