@@ -8,12 +8,16 @@ plain InferenceService manifest that works with upstream KServe as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 MODEL_FORMATS = ("sklearn", "mlflow")
 # Served as an LLMInferenceService (vLLM engines behind the LLM-D router), not an InferenceService.
 LLM_FORMATS = ("huggingface",)
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"
+# The embedded gateway's counters (serving/kserve/reconcile/keda.py reads the same names).
+GATEWAY_RPS_METRIC = "odh_gateway_requests_total"
+GATEWAY_CONCURRENCY_METRIC = "odh_gateway_in_flight"
 MODEL_NAME_LABEL = "odh.serving/registered-model"
 MODEL_VERSION_LABEL = "odh.serving/model-version"
 
@@ -32,6 +36,23 @@ class ServingPolicy:
     # LLMs only: extra vLLM flags and environment for every engine (e.g. --max-model-len, VLLM_CPU_KVCACHE_SPACE).
     engine_args: tuple[str, ...] = ()
     engine_env: dict[str, str] = field(default_factory=dict)
+    # Written as they are on metadata (networking, Knative autoscaling, the lifecycle policy).
+    annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    # serving.kserve.io/autoscalerClass (Standard mode): hpa | keda | none; None writes nothing (KServe's hpa).
+    autoscaler_class: str | None = None
+    # KEDA: what spec.predictor.autoScaling.metrics scales on (scale_target per replica), and where it is read.
+    keda_metric: Literal["rps", "concurrency", "cpu", "memory", "custom"] | None = None
+    keda_query: str | None = None
+    metrics_server: str | None = None
+    scale_down_window: int | None = None  # autoScaling.behavior.scaleDown.stabilizationWindowSeconds
+    kubernetes_metrics: bool = False  # request metrics from the mesh (Istio) instead of the embedded gateway
+    model_args: tuple[str, ...] = ()  # extra args of the model container (the vLLM backend of the HF runtime)
+    # LLMs: engine resources from requests/limits, spec.parallelism, spec.scaling, a worker per extra node.
+    engine_resources: bool = False
+    parallelism: dict[str, int] = field(default_factory=dict)
+    engine_scaling: dict[str, Any] | None = None
+    multi_node: bool = False
 
 
 def inference_service(
@@ -47,8 +68,9 @@ def inference_service(
 ) -> dict[str, Any]:
     """The InferenceService manifest for one model version under ``policy``."""
     policy = policy or ServingPolicy()
-    if model_format not in MODEL_FORMATS:
-        raise ValueError(f"model format {model_format!r} is not supported yet: use one of {', '.join(MODEL_FORMATS)}")
+    if model_format not in MODEL_FORMATS + LLM_FORMATS:
+        raise ValueError(f"model format {model_format!r} is not supported yet: use one of "
+                         f"{', '.join(MODEL_FORMATS + LLM_FORMATS)}")
     model: dict[str, Any] = {
         "modelFormat": {"name": model_format},
         "storageUri": storage_uri,
@@ -56,23 +78,60 @@ def inference_service(
     }
     if protocol_version or model_format == "mlflow":
         model["protocolVersion"] = protocol_version or "v2"
+    if policy.model_args:
+        model["args"] = list(policy.model_args)
     predictor: dict[str, Any] = {"model": model, "minReplicas": policy.min_replicas, "maxReplicas": policy.max_replicas}
-    if policy.scale_metric:
-        predictor["scaleMetric"] = policy.scale_metric
-    if policy.scale_target:
-        predictor["scaleTarget"] = policy.scale_target
-    labels = _version_labels(model_name, model_version)
+    annotations = {**policy.annotations, DEPLOYMENT_MODE_ANNOTATION: policy.deployment_mode}
+    if policy.autoscaler_class:
+        annotations[AUTOSCALER_CLASS_ANNOTATION] = policy.autoscaler_class
+    if policy.keda_metric:
+        predictor["autoScaling"] = _keda_autoscaling(policy, namespace, name)
+    else:
+        if policy.scale_metric:
+            predictor["scaleMetric"] = policy.scale_metric
+        if policy.scale_target:
+            predictor["scaleTarget"] = policy.scale_target
+    labels = {**policy.labels, **_version_labels(model_name, model_version)}
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {DEPLOYMENT_MODE_ANNOTATION: policy.deployment_mode},
-        },
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
         "spec": {"predictor": predictor},
     }
+
+
+def _keda_autoscaling(policy: ServingPolicy, namespace: str, name: str) -> dict[str, Any]:
+    """``spec.predictor.autoScaling`` for KServe's KEDA autoscaler class (serving/kserve/reconcile/keda.py)."""
+    metric = policy.keda_metric
+    target = policy.scale_target or 1
+    entry: dict[str, Any]
+    if metric in ("cpu", "memory"):
+        entry = {"type": "Resource", "resource": {"name": metric, "target": {"type": "Utilization",
+                                                                            "averageUtilization": target}}}
+    else:
+        if metric == "custom":
+            query = policy.keda_query or ""
+        else:
+            query = request_metric_query(metric, namespace, name, kubernetes=policy.kubernetes_metrics)  # type: ignore[arg-type]
+        entry = {"type": "External", "external": {
+            "metric": {"backend": "prometheus", "serverAddress": policy.metrics_server or "", "query": query},
+            "target": {"type": "Value", "value": str(target)}}}
+    autoscaling: dict[str, Any] = {"metrics": [entry]}
+    if policy.scale_down_window is not None:
+        autoscaling["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": policy.scale_down_window}}
+    return autoscaling
+
+
+def request_metric_query(metric: Literal["rps", "concurrency"], namespace: str, name: str, *, kubernetes: bool) -> str:
+    """A PromQL query for the request rate or concurrency of ``namespace/name``: the embedded gateway's
+    counters (what keda.py's ``gateway_metric`` writes), or on Kubernetes Istio's, in front of the predictor."""
+    if kubernetes:
+        service = f'destination_service_namespace="{namespace}",destination_service_name="{name}-predictor"'
+        return (f"sum(rate(istio_requests_total{{{service}}}[1m]))" if metric == "rps"
+                else f"sum(istio_requests_in_flight{{{service}}})")
+    route = f'route="{namespace}/{name}"'
+    return (f"sum(rate({GATEWAY_RPS_METRIC}{{{route}}}[1m]))" if metric == "rps"
+            else f"sum({GATEWAY_CONCURRENCY_METRIC}{{{route}}})")
 
 
 def is_llm_format(model_format: str) -> bool:
@@ -95,18 +154,31 @@ def llm_inference_service(
         "model": {"uri": storage_uri, "name": served_model_name or name},
         "replicas": policy.min_replicas,
     }
-    if policy.engine_args or policy.engine_env:
+    resources = {"requests": dict(policy.requests), "limits": dict(policy.limits)}
+    if policy.engine_args or policy.engine_env or policy.engine_resources:
         main: dict[str, Any] = {"name": "main"}
         if policy.engine_args:
             main["args"] = list(policy.engine_args)
         if policy.engine_env:
             main["env"] = [{"name": k, "value": v} for k, v in sorted(policy.engine_env.items())]
+        if policy.engine_resources:
+            main["resources"] = resources
         spec["template"] = {"containers": [main]}
-    labels = _version_labels(model_name, model_version)
+    if policy.parallelism:
+        spec["parallelism"] = dict(policy.parallelism)
+    if policy.engine_scaling:
+        spec["scaling"] = dict(policy.engine_scaling)
+    if policy.multi_node:
+        # The other nodes of a pipeline-parallel engine run the same container with the same accelerators.
+        spec["worker"] = {"containers": [{"name": "main", "resources": resources}]}
+    labels = {**policy.labels, **_version_labels(model_name, model_version)}
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    if policy.annotations:
+        metadata["annotations"] = dict(policy.annotations)
     return {
         "apiVersion": "serving.kserve.io/v1alpha2",
         "kind": "LLMInferenceService",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": metadata,
         "spec": spec,
     }
 
