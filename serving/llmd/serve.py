@@ -2,7 +2,8 @@
 
     python -m serving.llmd.serve --port 8000 --model tiny-llama \
         --engine http://127.0.0.1:8001=tcp://127.0.0.1:5557 --engine http://127.0.0.1:8002 \
-        [--config scheduler.yaml] [--api-key KEY[:TIER[:TENANT]] ...] [--tokenizer DIR] [--redis-url URL]
+        [--config scheduler.yaml] [--api-key KEY[:TIER[:TENANT]] ...] [--api-key-file PATH] [--tokenizer DIR]
+        [--redis-url URL]
         [--max-request-body-bytes N] [--max-request-head-bytes N] [--request-head-timeout-s S]
         [--request-body-timeout-s S]
 """
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from serving.llmd.auth import KeyRing, parse_key
 from serving.llmd.http_server import HttpServer, RequestLimits
+from serving.llmd.keyfile import FileKeyRing
 from serving.llmd.monitor import EngineSpec, LoadMonitor, parse_engine
 from serving.llmd.router import Router, RouterConfig
 from serving.llmd.scheduler import Scheduler, load_config
@@ -47,6 +49,7 @@ def build(
     redis_url: str | None = None,
     max_model_len: int | None = None,
     scrape_interval_s: float = 0.075,
+    api_key_file: str | Path | None = None,
 ) -> tuple[Router, KVIndex | None]:
     """The router (not started) and the KV index its event subscriber feeds (None without ZMQ endpoints)."""
     if not engines:
@@ -67,7 +70,9 @@ def build(
         index = KVIndex(block_size=None, model=model)
     monitor = LoadMonitor(engines, interval_s=scrape_interval_s)
     config = RouterConfig(model=model, block_size=block_size, redis_url=redis_url, max_model_len=max_model_len)
-    router = Router(config, monitor, scheduler, KeyRing(api_keys), tokenizer=tokenizer, index=index)
+    # A key file (the platform's copy of a Secret) is re-read when it changes; --api-key keys are fixed.
+    keys = FileKeyRing(api_key_file, api_keys) if api_key_file is not None else KeyRing(api_keys)
+    router = Router(config, monitor, scheduler, keys, tokenizer=tokenizer, index=index)
     monitor.on_down = router.pod_down
     monitor.on_up = router.pod_up
     monitor.on_scrape = router.pump
@@ -105,9 +110,11 @@ async def serve_async(
     max_model_len: int | None = None,
     scrape_interval_s: float = 0.075,
     limits: RequestLimits = DEFAULT_LIMITS,
+    api_key_file: str | Path | None = None,
 ) -> None:
     router, index = build(model, engines, config_path, api_keys, tokenizer_dir, block_size,
-                          redis_url=redis_url, max_model_len=max_model_len, scrape_interval_s=scrape_interval_s)
+                          redis_url=redis_url, max_model_len=max_model_len, scrape_interval_s=scrape_interval_s,
+                          api_key_file=api_key_file)
     subscriber = None
     if index is not None:
         from serving.llmd.kvcache.subscriber import KVEventSubscriber
@@ -179,6 +186,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    required=True)
     p.add_argument("--config", default=None, help="scheduler YAML (default: the built-in profile)")
     p.add_argument("--api-key", action="append", default=[], metavar="KEY[:TIER[:TENANT]]")
+    p.add_argument("--api-key-file", default=None, metavar="PATH",
+                   help='keys as JSON {"keys": [{"key": ..., "tenant": ..., "tier": ...}]}, re-read when the file '
+                        "changes; no key on the command line (an empty or missing file refuses every request)")
     p.add_argument("--tokenizer", default=None, help="directory with the model's tokenizer.json")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--max-model-len", type=int, default=None)
@@ -215,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         serve(args.port, args.model, engines, args.config, args.api_key, args.tokenizer, args.block_size,
               host=args.host, redis_url=args.redis_url, max_model_len=args.max_model_len,
-              scrape_interval_s=args.scrape_interval_ms / 1000, limits=limits_from(args))
+              scrape_interval_s=args.scrape_interval_ms / 1000, limits=limits_from(args),
+              api_key_file=args.api_key_file)
     sys.exit(0)
 
 

@@ -145,6 +145,8 @@ _FINISHED, _ABORTED = ExchangeState.FINISHED, ExchangeState.ABORTED
 # The meters' clock (the daemon reads them with the same one; uvloop's loop.time() is a cached, coarser clock).
 _monotonic = time.monotonic
 _JSON = b"application/json"
+# RFC 6750: a 401 for a route that requires an API key says how to present one.
+_WWW_AUTHENTICATE = b'www-authenticate: Bearer realm="odh-gateway"\r\n'
 # Reasons a client connection stops reading (serving.http.Pause), as module constants for the same reason.
 _PIPELINE, _UPSTREAM, _PENDING, _REFUSED = Pause.PIPELINE, Pause.UPSTREAM, Pause.PENDING, Pause.REFUSED
 
@@ -824,6 +826,11 @@ class _Exchange:
             return
         self.routed = route
         self.route = route.key
+        if route.auth is not None:  # the only cost on a route without keys: this test
+            refused = route.auth.refusal(route.namespace, headers)
+            if refused is not None:  # answered here, counted under the route; the key is never logged
+                self.local = (refused[0], b'{"error":"%s"}' % _json_escape(refused[1]), _JSON)
+                return
         kept += (b"X-Forwarded-For: ", forwarded_for + b", " + peer if forwarded_for else peer, b"\r\n")
         if host is not None:
             kept += (b"Host: ", host, b"\r\n")
@@ -842,7 +849,7 @@ class _Exchange:
         """This exchange is first in line on its client connection: answer it or send it upstream."""
         if self.local is not None:
             status, body, content_type = self.local
-            self.respond_local(status, body, content_type=content_type)
+            self.respond_local(status, body, _WWW_AUTHENTICATE if status == 401 else b"", content_type=content_type)
             return
         route = self.routed
         assert route is not None

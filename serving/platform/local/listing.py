@@ -367,6 +367,28 @@ POD_COLUMNS = (
     Column("READINESS GATES", lambda o, _: "<none>", wide=True),
 )
 
+def _quota_pairs(obj: KubeObject, prefix: str | None) -> str:
+    """kubectl's REQUEST / LIMIT cells: ``used/hard`` per resource, sorted; ``prefix`` picks the
+    ``limits.`` keys (``None``: every other key)."""
+    status = _section(obj, "status")
+    hard, used = _section(status, "hard") or _section(_section(obj, "spec"), "hard"), _section(status, "used")
+    keys = sorted(k for k in hard if (k.startswith(prefix) if prefix else not k.startswith("limits.")))
+    return ", ".join(f"{k}: {used.get(k, '0')}/{hard[k]}" for k in keys)
+
+
+RESOURCEQUOTA_COLUMNS = (
+    _NAME,
+    _AGE,
+    Column("REQUEST", lambda o, _: _quota_pairs(o, None)),
+    Column("LIMIT", lambda o, _: _quota_pairs(o, "limits.")),
+)
+SECRET_COLUMNS = (
+    _NAME,
+    Column("TYPE", lambda o, _: str(o.get("type") or "Opaque")),
+    Column("DATA", lambda o, _: str(len(_section(o, "data")))),
+    _AGE,
+)
+
 # -- custom resources: their CRDs' printer columns -----------------------------------------------------
 
 _READY = ".status.conditions[?(@.type=='Ready')].status"
@@ -453,6 +475,9 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("InferencePool", "InferencePool", "inference.networking.k8s.io", "v1", "inferencepools", "inferencepool",
              ("infpool",), INFERENCEPOOL_COLUMNS),
     KindInfo("HTTPRoute", "HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes", "httproute", (), HTTPROUTE_COLUMNS),
+    KindInfo("ResourceQuota", "ResourceQuota", "", "v1", "resourcequotas", "resourcequota", ("quota",),
+             RESOURCEQUOTA_COLUMNS),
+    KindInfo("Secret", "Secret", "", "v1", "secrets", "secret", (), SECRET_COLUMNS),
 )
 
 

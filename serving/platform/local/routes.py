@@ -22,10 +22,17 @@ Tag routes (Knative's tag routing; KServe's ``serving.kserve.io/enable-tag-routi
 ``latest`` and ``prev``): a backend with ``tag`` is also the route ``{tag}-{name}``, pinned to its revision
 and reachable by rules 1 and 2 (``/serving/{ns}/latest-{name}/...``, ``Host: latest-{name}.{ns}.…`` or
 ``latest-{name}-predictor.{ns}.…``), never by rule 3. A route of that name of its own wins.
+
+API keys (``ApiKeys``): a route that requires a key has ``auth`` set to the table's key store (a tag route
+follows its InferenceService); every other route has ``auth`` None, so the gateway's hot path pays one
+attribute test. Which routes require one, and the keys of each namespace, are the daemon's to set
+(``set_auth``, ``ApiKeys.replace``), effective from the next request.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -177,6 +184,58 @@ class RouteTarget:
         return f"RouteTarget({self.key}, {[str(e) for e in self.endpoints]})"
 
 
+class ApiKeys:
+    """The API keys of each namespace, held as SHA-256 digests (never the keys themselves).
+
+    ``refusal`` answers a request's ``Authorization`` headers for a namespace: None when one of its keys is
+    presented, else ``(401, why)`` for no key, a malformed header or an unknown key, and ``(403, why)`` for a
+    key of another namespace. The presented key is hashed and compared with ``hmac.compare_digest``
+    against every key of the namespace, so the time taken says nothing about how much of a key matched.
+    """
+
+    __slots__ = ("_all", "_by_namespace")
+
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, tuple[bytes, ...]] = {}
+        self._all: frozenset[bytes] = frozenset()
+
+    def replace(self, keys: dict[str, list[str]]) -> None:
+        """Every namespace's keys at once (``{namespace: [key, ...]}``)."""
+        digested = {ns: tuple(dict.fromkeys(_digest(k.encode()) for k in values)) for ns, values in keys.items() if values}
+        self._by_namespace = digested
+        self._all = frozenset(d for values in digested.values() for d in values)
+
+    def namespaces(self) -> list[str]:
+        return sorted(self._by_namespace)
+
+    def count(self, namespace: str) -> int:
+        return len(self._by_namespace.get(namespace, ()))
+
+    def refusal(self, namespace: str, headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        values = [value for name, value in headers if name.lower() == b"authorization"]
+        if not values:
+            return 401, f"an API key of namespace {namespace} is required: send Authorization: Bearer KEY"
+        if len(values) > 1:
+            return 401, "send one Authorization header"
+        scheme, _, token = values[0].strip().partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token or b" " in token:
+            return 401, "the Authorization header must be Bearer KEY"
+        presented = _digest(token)
+        granted = False
+        for digest in self._by_namespace.get(namespace, ()):  # no early exit: every key is compared
+            granted |= hmac.compare_digest(digest, presented)
+        if granted:
+            return None
+        if presented in self._all:
+            return 403, f"the API key does not grant access to namespace {namespace}"
+        return 401, f"the API key is not one of namespace {namespace}"
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
 class Route:
     """One addressable route: an InferenceService's revisions and their shares, or one tag's revision.
 
@@ -184,7 +243,7 @@ class Route:
     exact (80/20 gives 8 of every 10 and 2 of every 10, interleaved), and a new split starts afresh.
     """
 
-    __slots__ = ("_current", "_only", "_total", "_weighted", "_weights", "backends", "installed", "key", "name",
+    __slots__ = ("_current", "_only", "_total", "_weighted", "_weights", "auth", "backends", "installed", "key", "name",
                  "namespace")
 
     def __init__(self, namespace: str, name: str, backends: Sequence[tuple[RouteTarget, int]]) -> None:
@@ -199,6 +258,7 @@ class Route:
         self._total = sum(self._weights)
         self._only = self._weighted[0] if len(weighted) == 1 else None  # the fast path: one revision
         self.installed = True  # False once a newer split (or a removal) replaced this route in the table
+        self.auth: ApiKeys | None = None  # set: a request needs a key of the namespace (RouteTable.set_auth)
 
     def choose(self) -> RouteTarget | None:
         """The revision for the next request; None when no backend has a share of the traffic."""
@@ -249,6 +309,9 @@ class RouteTable:
         # (namespace, revision): a request waits for a revision without a usable replica (the daemon's KPA
         # scales it from zero). Called once per such transition, not per request.
         self.on_activate: Callable[[str, str], None] | None = None
+        self.keys = ApiKeys()
+        self._auth_routes: frozenset[tuple[str, str]] = frozenset()  # (namespace, name) that require a key
+        self._auth_all = False  # every route requires one
 
     # -- changes (the daemon) ----------------------------------------------------------------------
 
@@ -289,6 +352,24 @@ class RouteTable:
         """Forget the route and its tag routes (idempotent); revisions nothing else points at are dropped."""
         if (namespace, name) in self._routes:
             self._install(namespace, name, None, [])
+
+    def set_auth(self, routes: Iterable[tuple[str, str]], every_route: bool = False) -> None:
+        """Require a key of the namespace on ``routes`` (``(namespace, name)``: an InferenceService and its tag
+        routes), or on every route; the others need none. Takes effect on installed routes at once."""
+        self._auth_routes = frozenset(routes)
+        self._auth_all = every_route
+        for (namespace, name), route in self._routes.items():
+            self._mark(route, namespace, name)
+            for tag_name in self._tags_of.get((namespace, name), ()):
+                tagged = self._tag_routes.get((namespace, tag_name))
+                if tagged is not None:
+                    self._mark(tagged, namespace, name)
+
+    def requires_key(self, namespace: str, name: str) -> bool:
+        return self._auth_all or (namespace, name) in self._auth_routes
+
+    def _mark(self, route: Route, namespace: str, name: str) -> None:
+        route.auth = self.keys if self.requires_key(namespace, name) else None
 
     def meter(self, namespace: str, revision: str) -> ConcurrencyMeter:
         """The revision's request meter: created on first use, kept while its target lives (the daemon reads
@@ -382,6 +463,8 @@ class RouteTable:
                 old.append(tagged)
         new: list[Route] = []
         if main is not None:
+            for route in (main, *tag_routes):
+                self._mark(route, namespace, name)
             self._routes[key] = main
             new.append(main)
             self._tags_of[key] = tuple(r.name for r in tag_routes)
