@@ -86,6 +86,7 @@ from serving.platform.local.peercred import allowed_uids, bind_private_socket, p
 from serving.platform.local.platform_config import PlatformConfig
 from serving.platform.local.pods import PodPlan, zmq_subscribe_endpoint
 from serving.platform.local.routes import Backend, RouteTable
+from serving.platform.local.scrape_targets import ScrapeTargetsFile, targets_path
 from serving.platform.local.serverless import ISVC_LABEL, AutoscalerCollector, ServerlessController
 from serving.platform.local.store import KNATIVE_REVISION, KNATIVE_SERVICE, ObjectStore, store_kind
 
@@ -138,6 +139,7 @@ class Daemon:
         self.routes.on_activate = self._activate
         self.gateway.registry.register(AutoscalerCollector(self.serverless))
         self.llm_config = LLMReconcileConfig()
+        self.scrape_targets = ScrapeTargetsFile(targets_path(state))
         self.builtin_runtimes = builtin_runtimes()  # read once: reconcile passes run every second
         self.runners: dict[tuple[str, str], DeploymentRunner] = {}
         # HPAs, ScaledObjects and LLM engine pools acting on the replica counts (autoscalers.py).
@@ -399,6 +401,8 @@ class Daemon:
         # Revisions run as "{revision}-deployment": the KPAs of revisions no longer run go.
         self.serverless.forget({(ns, d.removesuffix("-deployment")) for ns, d in desired_deployments})
         self.autoscalers.sync(self.runners)
+        # Prometheus' file_sd targets (infra/prometheus/prometheus.yml): rewritten only when the set changes.
+        self.scrape_targets.sync(self.gateway_host, self.gateway_port, self.runners, self.store)
 
     def _report_failure(self, key: tuple[str, str, str], stored: dict[str, Any], exc: Exception) -> None:
         """Write why ``key`` could not be reconciled into its status (and the log, once per reason)."""
