@@ -89,6 +89,7 @@ from serving.platform.local.routes import Backend, RouteTable
 from serving.platform.local.scrape_targets import ScrapeTargetsFile, targets_path
 from serving.platform.local.serverless import ISVC_LABEL, AutoscalerCollector, ServerlessController
 from serving.platform.local.store import KNATIVE_REVISION, KNATIVE_SERVICE, ObjectStore, store_kind
+from serving.platform.local.tenancy import TENANCY_KINDS, Tenancy
 
 if TYPE_CHECKING:
     from serving.storage import StorageSettings
@@ -162,13 +163,18 @@ class Daemon:
         self._owned: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self._failures: dict[tuple[str, str, str], str] = {}
         self._ignored: dict[tuple[str, str, str], str] = {}
+        # ResourceQuotas and API-key Secrets (tenancy.py): quota admission, keys for the gateway and routers.
+        self.tenancy = Tenancy(self)
 
     # -- the control API calls these -------------------------------------------------------------
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Admit and store ``obj``, one of the kinds users apply. An AdmissionError (any other kind, a bad
         field, replicas beyond the limit) leaves every stored object untouched."""
+        if isinstance(obj, dict) and obj.get("kind") in TENANCY_KINDS:
+            return self.tenancy.apply(obj)
         obj = admit_object(obj, max_replicas=self.limits.max_replicas, config=self.admission)
+        self.tenancy.admit(obj)  # a ResourceQuota breach refuses it here, before anything changes
         stored, _ = self.store.put(obj)
         self.wake()
         return stored
@@ -401,6 +407,10 @@ class Daemon:
         # Revisions run as "{revision}-deployment": the KPAs of revisions no longer run go.
         self.serverless.forget({(ns, d.removesuffix("-deployment")) for ns, d in desired_deployments})
         self.autoscalers.sync(self.runners)
+        try:
+            self.tenancy.sync()
+        except Exception:  # quota status and keys are retried next pass; the replicas above are unaffected
+            log.exception("tenancy sync failed")
         # Prometheus' file_sd targets (infra/prometheus/prometheus.yml): rewritten only when the set changes.
         self.scrape_targets.sync(self.gateway_host, self.gateway_port, self.runners, self.store)
 
@@ -558,7 +568,7 @@ class Daemon:
                                  if KV_EVENTS_PORT in ports else None, role)
                      for role, runner in sorted(engines.items()) for ports, pod_dir in runner.desired_pods()]
             if flags:
-                router = with_engines(router, flags)
+                router = with_engines(self.tenancy.router_with_keys(stored, router), flags)
                 router_runner = self._run(router, router["spec"]["replicas"])
                 deployments.add((ns, router_runner.name))
             self.store.put(router)
@@ -605,7 +615,7 @@ class Daemon:
                 elif (owner[0], ns, owner[1]) not in live:
                     self.store.delete(kind, ns, name)
         for kind in self.store.kinds():
-            if kind not in USER_KINDS and kind not in OWNED_KINDS:
+            if kind not in USER_KINDS and kind not in OWNED_KINDS and kind not in TENANCY_KINDS:
                 for obj in self.store.list(kind):
                     ignored[(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])] = (
                         obj, f"{kind} is not a kind this platform runs (users apply {', '.join(USER_KINDS)})")

@@ -1,0 +1,136 @@
+"""Namespace quotas on a real daemon: a ResourceQuota refuses what would breach it, naming it, and changes
+nothing (the stored object and its running replicas stay as they were); within it things deploy; its
+``status.used`` follows, and ``odh get resourcequota -o json`` shows it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import IRIS_DIR, running_platform, wait_until
+
+from serving.errors import AdmissionError, NotFoundError
+from serving.platform.local import LocalPlatform
+
+pytestmark = pytest.mark.integration
+
+NS = "team-a"
+V1_BODY = json.loads((IRIS_DIR / "iris-input-v1.json").read_text())
+# KServe's default resources per predictor replica (ReconcileConfig.default_resources): 1 CPU, 2Gi.
+HARD = {"pods": "2", "requests.cpu": "2", "limits.memory": "4Gi", "count/inferenceservices.serving.kserve.io": "2"}
+
+
+def apply_tenancy_object(platform: LocalPlatform, obj: dict[str, Any]) -> dict[str, Any]:
+    """POST a ResourceQuota or Secret to the control API (LocalPlatform.apply's client-side gate only lets
+    the KServe kinds through)."""
+    return platform._request("POST", f"/apis/{obj['kind']}", json=obj)
+
+
+def quota(name: str, hard: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name, "namespace": NS}, "spec": {"hard": hard}}
+
+
+def iris(name: str = "iris", **predictor: Any) -> dict[str, Any]:
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": name, "namespace": NS},
+            "spec": {"predictor": {"sklearn": {"storageUri": IRIS_DIR.as_uri()}, "minReplicas": 1, "maxReplicas": 1,
+                                   **predictor}}}
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("odh-tenancy")
+
+
+@pytest.fixture(scope="module")
+def platform(state: Path) -> Iterator[LocalPlatform]:
+    with running_platform(state) as client:
+        apply_tenancy_object(client, quota("compute", HARD))
+        client.apply(iris())
+        client.wait_ready("InferenceService", NS, "iris", timeout=120)
+        yield client
+
+
+def used(platform: LocalPlatform, name: str = "compute") -> dict[str, str]:
+    return platform.get("ResourceQuota", NS, name).get("status", {}).get("used", {})
+
+
+def iris_replicas(platform: LocalPlatform) -> list[tuple[str, int]]:
+    return sorted((p["name"], p["pid"]) for p in platform.pods() if p["deployment"] == "iris-predictor")
+
+
+def answers(platform: LocalPlatform) -> list[int]:
+    url = platform.get("InferenceService", NS, "iris")["status"]["url"]
+    return httpx.post(f"{url}/v1/models/iris:predict", json=V1_BODY, timeout=30).raise_for_status().json()["predictions"]
+
+
+def test_within_quota_it_deploys_and_the_quota_shows_hard_and_used(platform: LocalPlatform, state: Path) -> None:
+    assert answers(platform) == [1, 1]
+    expected = {"pods": "1", "requests.cpu": "1", "limits.memory": "2Gi", "count/inferenceservices.serving.kserve.io": "1"}
+    wait_until(lambda: used(platform) == expected, timeout=30, what=f"quota status.used {expected}")
+    listing = subprocess.run([sys.executable, "-m", "deployments.cli", "get", "resourcequota", "-n", NS, "-o", "json",
+                              "--state-dir", str(state)], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "NO_COLOR": "1"})
+    assert listing.returncode == 0, listing.stderr
+    [item] = json.loads(listing.stdout)["items"]
+    assert (item["apiVersion"], item["kind"], item["metadata"]["name"]) == ("v1", "ResourceQuota", "compute")
+    assert item["status"] == {"hard": dict(sorted(HARD.items())), "used": dict(sorted(expected.items()))}
+    table = subprocess.run([sys.executable, "-m", "deployments.cli", "get", "quota", "-n", NS, "--state-dir", str(state)],
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    assert table.stdout.split("\n")[0].split() == ["NAME", "AGE", "REQUEST", "LIMIT"]
+    assert "pods: 1/2" in table.stdout and "requests.cpu: 1/2" in table.stdout and "limits.memory: 2Gi/4Gi" in table.stdout
+
+
+def test_a_breach_is_refused_naming_the_quota_and_changes_nothing(platform: LocalPlatform) -> None:
+    before = platform.get("InferenceService", NS, "iris")
+    replicas = iris_replicas(platform)
+    assert len(replicas) == 1
+    with pytest.raises(AdmissionError) as refused:
+        platform.apply(iris(maxReplicas=3))  # two more replicas: 3 pods and 3 CPUs against 2 and 2
+    assert refused.value.errors[0].field == "spec"
+    assert refused.value.errors[0].reason.startswith(
+        "exceeded quota: compute, requested: limits.memory=4Gi,pods=2,requests.cpu=2, "
+        "used: limits.memory=2Gi,pods=1,requests.cpu=1, limited: limits.memory=4Gi,pods=2,requests.cpu=2")
+    after = platform.get("InferenceService", NS, "iris")
+    assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert platform.get("HorizontalPodAutoscaler", NS, "iris-predictor")["spec"]["maxReplicas"] == 1
+    assert iris_replicas(platform) == replicas  # the same process: nothing restarted, nothing added
+    assert answers(platform) == [1, 1]
+
+
+def test_a_new_object_past_the_quota_is_not_stored(platform: LocalPlatform) -> None:
+    big = iris("big")
+    big["spec"]["predictor"]["sklearn"]["resources"] = {"requests": {"cpu": "2", "memory": "1Gi"},
+                                                       "limits": {"cpu": "2", "memory": "1Gi"}}
+    with pytest.raises(AdmissionError, match="exceeded quota: compute, requested: requests.cpu=2, used: requests.cpu=1"):
+        platform.apply(big)
+    with pytest.raises(NotFoundError):
+        platform.get("InferenceService", NS, "big")
+    assert not [p for p in platform.pods() if p["deployment"] == "big-predictor"]
+
+
+def test_a_quota_below_usage_is_accepted_and_blocks_growth_only(platform: LocalPlatform) -> None:
+    apply_tenancy_object(platform, quota("frozen", {"pods": "0"}))
+    try:
+        wait_until(lambda: used(platform, "frozen") == {"pods": "1"}, timeout=30, what="frozen's status.used")
+        platform.apply(iris())  # the same again: no growth, accepted
+        with pytest.raises(AdmissionError, match="exceeded quota: frozen, requested: pods=1, used: pods=1, limited: pods=0"):
+            platform.apply(iris("second"))
+    finally:
+        platform.delete("ResourceQuota", NS, "frozen")
+    assert answers(platform) == [1, 1]
+
+
+def test_a_bad_quota_is_refused_naming_the_field_and_nothing_is_stored(platform: LocalPlatform) -> None:
+    with pytest.raises(AdmissionError) as refused:
+        apply_tenancy_object(platform, quota("bad", {"requests.storage": "1Gi", "pods": "many"}))
+    assert {e.field for e in refused.value.errors} == {"spec.hard[requests.storage]", "spec.hard[pods]"}
+    with pytest.raises(NotFoundError):
+        platform.get("ResourceQuota", NS, "bad")
+
