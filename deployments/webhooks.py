@@ -61,6 +61,7 @@ PATH = "/webhooks/mlflow"
 FLOW = "on-new-model-version"
 DEPLOYMENT = "on-new-model-version"
 BODY_DEADLINE_S = 10.0
+BODY_DEADLINE_ENV = "ODH_WEBHOOK_BODY_DEADLINE_S"  # seconds a sender has for its whole body (default 10)
 SEEN_DELIVERIES = 10_000
 _STATUS = {"headers": 401, "signature": 401, "timestamp": 401, "size": 413, "content-type": 415,
            "json": 400, "payload": 400}
@@ -190,6 +191,7 @@ def start_receiver(state: Path, port: int, prefect_api_url: str, timeout: float 
     running = receiver_url(state)
     if running is not None:
         return running
+    state.mkdir(parents=True, exist_ok=True)
     load_or_create_secret(state)  # made here, so the caller can read it as soon as this returns
     url = f"http://127.0.0.1:{port}{PATH}"
     with (state / "webhooks.log").open("ab") as out:
@@ -277,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = Path(args.state_dir).expanduser().resolve()
-    app = create_app(load_or_create_secret(state), FlowStarter(args.prefect_api_url, str(state)))
+    deadline = float(os.environ.get(BODY_DEADLINE_ENV) or BODY_DEADLINE_S)
+    app = create_app(load_or_create_secret(state), FlowStarter(args.prefect_api_url, str(state)),
+                     body_deadline_s=deadline)
     # Loopback only. Bounded: concurrent connections, a small header buffer, short keep-alive.
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", limit_concurrency=64,
                 timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
