@@ -12,6 +12,7 @@ directory.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ import httpx
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 POLL_S = 0.1
+RETRY_STATUS = frozenset({429, 502, 503})
+RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 NO_WORKER_NOTE_S = 15.0  # a run still Scheduled this long: say that no worker may be serving it
 
 
@@ -60,7 +63,7 @@ def run_flow_via_api(
         deployment = _call(client, "GET", f"/deployments/name/{flow_name}/{flow_name}",
                            not_found=f"the Prefect server at {api} has no deployment {flow_name}/{flow_name}: "
                                      "`odh up` serves the flows (or run `odh flows serve` against this server)")
-        body: dict[str, Any] = {"parameters": parameters}
+        body: dict[str, Any] = {"parameters": parameters, "idempotency_key": str(uuid.uuid4())}
         if run_name:
             body["name"] = run_name
         run = _call(client, "POST", f"/deployments/{deployment['id']}/create_flow_run", json=body)
@@ -117,10 +120,21 @@ def task_label(task_run_name: str) -> str:
 
 
 def _call(client: httpx.Client, method: str, path: str, *, json: Any = None, not_found: str | None = None) -> Any:
-    try:
-        response = client.request(method, path, json=json)
-    except httpx.HTTPError as exc:
-        raise FlowClientError(f"the Prefect API at {client.base_url} did not answer {method} {path}: {exc}") from exc
+    """One API call; a busy server (503 when its SQLite is locked, 429, 502) or a dropped connection is retried
+    with backoff, as Prefect's own client does. Safe for the one POST that creates: it carries an idempotency key."""
+    delays = iter(RETRY_DELAYS_S)
+    while True:
+        try:
+            response = client.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            delay = next(delays, None)
+            if delay is None:
+                raise FlowClientError(f"the Prefect API at {client.base_url} did not answer {method} {path}: {exc}") from exc
+        else:
+            delay = next(delays, None) if response.status_code in RETRY_STATUS else None
+            if delay is None:
+                break
+        time.sleep(delay)
     if response.status_code == 404 and not_found:
         raise FlowClientError(not_found)
     if response.status_code >= 400:

@@ -340,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.poll_interval > 0:
         parser.error("--poll-interval: seconds above 0, e.g. 0.5")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call, twice a second, otherwise
     ready_file = args.state_dir / WORKER_FILE if args.state_dir else None
     serve(args.state_dir, args.limit, args.poll_interval, ready_file)
 
