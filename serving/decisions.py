@@ -329,7 +329,7 @@ def _check(i: DecisionInputs) -> None:
         errors.append(("custom_metric", f"is set but primary_metric is {i.primary_metric!r}; set primary_metric='custom' "
                        "or remove custom_metric"))
     if i.scale_target is not None and i.primary_metric in ("cpu", "memory") and i.scale_target > 100:
-        errors.append(("scale_target", f"is {i.scale_target} with primary_metric {i.primary_metric!r}: a utilization "
+        errors.append(("scale_target", f"is {i.scale_target} with primary_metric {i.primary_metric!r}: use a utilization "
                        "percentage from 1 to 100"))
     if errors:
         raise _conflict(*errors)
