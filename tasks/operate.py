@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.core import Block
 
 from serving.config import mlflow_artifact_root, mlflow_tracking_uri
+from serving.errors import RegistryError
 from serving.operate import (
     Alert,
     Assessment,
@@ -61,8 +62,12 @@ def record_metrics(assessments: list[Assessment], taken_at: float, state: str | 
         if not (served.model_name and served.model_version):
             lines.append(f"{served.key}: no registry version labels, nothing recorded")
             continue
-        link = store.record(served.model_name, served.model_version, assessment.figures(),
-                            timestamp_ms=int(taken_at * 1000), step=int(taken_at))
+        try:
+            link = store.record(served.model_name, served.model_version, assessment.figures(),
+                                timestamp_ms=int(taken_at * 1000), step=int(taken_at))
+        except RegistryError as exc:  # labels naming a version the registry does not have: say so, go on
+            lines.append(f"{served.key}: not recorded: {exc}")
+            continue
         lines.append(f"{served.key}: {served.model_name} v{served.model_version} (logged model {link.model_id})")
     return lines
 
