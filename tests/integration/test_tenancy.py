@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,8 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support import IRIS_DIR, running_platform, wait_until
+from support import IRIS_DIR, running_platform, wait_until, write_tiny_llm_dir
 
+from serving.config import RUNTIMES_DIR_ENV
 from serving.errors import AdmissionError, NotFoundError
 from serving.platform.local import LocalPlatform
 
@@ -108,7 +112,7 @@ def test_a_new_object_past_the_quota_is_not_stored(platform: LocalPlatform) -> N
     big = iris("big")
     big["spec"]["predictor"]["sklearn"]["resources"] = {"requests": {"cpu": "2", "memory": "1Gi"},
                                                        "limits": {"cpu": "2", "memory": "1Gi"}}
-    with pytest.raises(AdmissionError, match="exceeded quota: compute, requested: requests.cpu=2, used: requests.cpu=1"):
+    with pytest.raises(AdmissionError, match=re.escape("exceeded quota: compute, requested: requests.cpu=2, used: requests.cpu=1")):
         platform.apply(big)
     with pytest.raises(NotFoundError):
         platform.get("InferenceService", NS, "big")
@@ -120,7 +124,7 @@ def test_a_quota_below_usage_is_accepted_and_blocks_growth_only(platform: LocalP
     try:
         wait_until(lambda: used(platform, "frozen") == {"pods": "1"}, timeout=30, what="frozen's status.used")
         platform.apply(iris())  # the same again: no growth, accepted
-        with pytest.raises(AdmissionError, match="exceeded quota: frozen, requested: pods=1, used: pods=1, limited: pods=0"):
+        with pytest.raises(AdmissionError, match=re.escape("exceeded quota: frozen, requested: pods=1, used: pods=1, limited: pods=0")):
             platform.apply(iris("second"))
     finally:
         platform.delete("ResourceQuota", NS, "frozen")
@@ -134,3 +138,53 @@ def test_a_bad_quota_is_refused_naming_the_field_and_nothing_is_stored(platform:
     with pytest.raises(NotFoundError):
         platform.get("ResourceQuota", NS, "bad")
 
+
+
+# -- the LLM-D router's keys come from the LLMInferenceService's Secret ----------------------------------------
+
+
+def llm_with_key_secret(model_dir: Path, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService",
+        "metadata": {"name": "chat", "namespace": "default",
+                     "annotations": {"security.opendatahub.io/api-key-secret": secret}},
+        "spec": {"model": {"uri": str(model_dir), "name": "tiny-llama"}, "replicas": 1,
+                 "template": {"containers": [{"name": "main", "command": ["python", "-m", "serving.llmd.sim_vllm"],
+                                              "args": ["--max-model-len", "1024", "--num-gpu-blocks-override", "64"]}]}},
+    }
+
+
+def key_secret(name: str, **keys: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "serving.odh.io/api-key",
+            "metadata": {"name": name, "namespace": "default"}, "stringData": keys}
+
+
+def test_the_llm_router_takes_its_keys_from_the_secret_and_follows_its_changes(tmp_path: Path) -> None:
+    first, second = "llm-" + secrets.token_hex(16), "llm-" + secrets.token_hex(16)
+    (tmp_path / "tiny").mkdir()
+    model_dir = write_tiny_llm_dir(tmp_path / "tiny")
+    with running_platform(tmp_path / "state", env={RUNTIMES_DIR_ENV: str(tmp_path / "no-runtimes")}) as platform:
+        apply_tenancy_object(platform, key_secret("llm-keys", ci=first))
+        platform.apply(llm_with_key_secret(model_dir, "llm-keys"))
+        url = platform.wait_ready("LLMInferenceService", "default", "chat", timeout=120)["status"]["url"] + "/v1/completions"
+        body = {"model": "tiny-llama", "prompt": "hello", "max_tokens": 2}
+
+        def status(key: str | None) -> int:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return httpx.post(url, json=body, headers=headers, timeout=30).status_code
+
+        assert status(None) == 401 and status("llm-wrong-" + secrets.token_hex(8)) == 401
+        assert status(first) == 200
+        # No key on any command line: the router reads a 0600 file in the 0700 state directory.
+        router = next(p for p in platform.pods() if p["deployment"] == "chat-kserve-router-scheduler")
+        args = platform.get("Deployment", "default", "chat-kserve-router-scheduler")["spec"]["template"]["spec"]["containers"][0]["args"]
+        key_file = Path(args[args.index("--api-key-file") + 1])
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert first not in " ".join(args) and first.encode() not in Path(f"/proc/{router['pid']}/cmdline").read_bytes()
+        # A changed Secret reaches the running router (no new router process).
+        apply_tenancy_object(platform, key_secret("llm-keys", ci=second))
+        wait_until(lambda: status(second) == 200 and status(first) == 401, timeout=30, what="the rotated key in the router")
+        assert [p["pid"] for p in platform.pods() if p["deployment"] == "chat-kserve-router-scheduler"] == [router["pid"]]
+        # The Secret gone: the router refuses everyone rather than fall open.
+        assert platform.delete("Secret", "default", "llm-keys")
+        wait_until(lambda: status(second) == 401 and status(None) == 401, timeout=30, what="every key refused")

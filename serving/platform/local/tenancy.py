@@ -197,6 +197,7 @@ class Tenancy:
         admitted = admit_secret(obj) if obj.get("kind") == SECRET else admit_resource_quota(obj)
         stored, _ = self.store.put(admitted)
         self.sync()
+        self.daemon.wake()  # an LLM router's key file is rewritten on the next pass
         return self.store.get(stored["kind"], stored["metadata"]["namespace"], stored["metadata"]["name"])
 
     def admit(self, obj: dict[str, Any]) -> None:
