@@ -31,8 +31,10 @@ from serving.storage import StorageSettings
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
 
 V1_BODY = json.loads((IRIS_DIR / "iris-input-v1.json").read_text())
-# A model whose predict raises (numpy cannot invert a 2x4 matrix): it loads, becomes Ready, and answers 500.
+# A model whose predict raises IndexError (row 99 of a 2-row request): it loads, becomes Ready, and answers 500
+# (a ValueError or TypeError would be a 400: the runtime takes those as the request's fault).
 _FAILING_MODEL = """
+import operator
 import sys
 import joblib
 import numpy as np
@@ -40,8 +42,8 @@ from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-model = make_pipeline(FunctionTransformer(np.linalg.inv), DummyClassifier(strategy="constant", constant=2))
-joblib.dump(model.fit(np.eye(4), [0, 1, 2, 2]), sys.argv[1])
+classifier = DummyClassifier(strategy="constant", constant=2).fit(np.zeros((3, 4)), [0, 1, 2])
+joblib.dump(make_pipeline(FunctionTransformer(operator.itemgetter(99)), classifier), sys.argv[1])
 """
 
 
@@ -135,7 +137,7 @@ def test_a_bad_v2_is_rolled_back_and_v1_answers_every_request(odh_state: Path, b
     assert (result.outcome, result.model_version) == ("rolled-back", "2")
     assert result.reason.startswith("canary 5xx ") and "> 5 %" in result.reason, result.reason
     # Every failure is the canary's own 500; every other answer is v1's.
-    from_v2 = [a for a in during.failures if a.status == 500 and "LinAlgError" in (a.error or "")]
+    from_v2 = [a for a in during.failures if a.status == 500 and "IndexError" in (a.error or "")]
     assert from_v2, "the bad canary never took traffic"
     assert len(from_v2) == len(during.failures), during.describe_failures()
     assert set(during.by()) == {"v1"}, during.by()
