@@ -54,3 +54,47 @@ def test_an_llm_becomes_an_llm_inference_service_with_the_engine_settings() -> N
     assert manifest["metadata"]["labels"] == {MODEL_NAME_LABEL: "chat", MODEL_VERSION_LABEL: "4"}
     admit_llm_inference_service(manifest)
     assert "template" not in llm_inference_service("chat", "/models/tiny")["spec"]
+
+
+def test_policy_annotations_labels_and_autoscaler_class_are_written() -> None:
+    policy = ServingPolicy(deployment_mode="Serverless", annotations={"serving.odh.io/canary-percent": "10"},
+                           labels={"networking.kserve.io/visibility": "cluster-local"}, scale_metric="rps", scale_target=5)
+    manifest = inference_service("iris", "s3://b/iris", "sklearn", model_name="iris", model_version="2", policy=policy)
+    assert manifest["metadata"]["annotations"] == {"serving.odh.io/canary-percent": "10",
+                                                   "serving.kserve.io/deploymentMode": "Serverless"}
+    assert manifest["metadata"]["labels"] == {"networking.kserve.io/visibility": "cluster-local",
+                                              MODEL_NAME_LABEL: "iris", MODEL_VERSION_LABEL: "2"}
+    assert (manifest["spec"]["predictor"]["scaleMetric"], manifest["spec"]["predictor"]["scaleTarget"]) == ("rps", 5)
+
+
+def test_keda_policy_writes_autoscaling_metrics_instead_of_scale_metric() -> None:
+    policy = ServingPolicy(autoscaler_class="keda", keda_metric="concurrency", scale_target=3, scale_down_window=90,
+                           metrics_server="http://127.0.0.1:8080")
+    manifest = inference_service("iris", "s3://b/iris", "sklearn", namespace="team", policy=policy)
+    predictor = manifest["spec"]["predictor"]
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    assert "scaleMetric" not in predictor and "scaleTarget" not in predictor
+    (metric,) = predictor["autoScaling"]["metrics"]
+    assert metric["external"]["metric"]["query"] == 'sum(odh_gateway_in_flight{route="team/iris"})'
+    assert metric["external"]["target"] == {"type": "Value", "value": "3"}
+    assert predictor["autoScaling"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 90}}
+
+
+def test_huggingface_inference_service_is_written_for_a_cluster_runtime() -> None:
+    manifest = inference_service("chat", "hf://org/tiny", "huggingface", policy=ServingPolicy(model_args=("--backend=vllm",)))
+    assert manifest["spec"]["predictor"]["model"]["modelFormat"] == {"name": "huggingface"}
+    assert manifest["spec"]["predictor"]["model"]["args"] == ["--backend=vllm"]
+
+
+def test_llm_policy_writes_parallelism_scaling_and_engine_resources() -> None:
+    policy = ServingPolicy(min_replicas=1, requests={"cpu": "8", "nvidia.com/gpu": "2"}, limits={"nvidia.com/gpu": "2"},
+                           engine_resources=True, parallelism={"tensor": 2},
+                           engine_scaling={"minReplicas": 1, "maxReplicas": 4, "wva": {"hpa": {}}},
+                           annotations={"security.opendatahub.io/enable-auth": "true"})
+    manifest = llm_inference_service("chat", "hf://org/tiny", policy=policy)
+    assert manifest["spec"]["parallelism"] == {"tensor": 2}
+    assert manifest["spec"]["scaling"]["maxReplicas"] == 4
+    assert manifest["spec"]["template"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert manifest["metadata"]["annotations"] == {"security.opendatahub.io/enable-auth": "true"}
+    assert "worker" not in manifest["spec"]
+    admit_llm_inference_service(manifest)
