@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -140,6 +141,7 @@ def deploy_model(
         watch_alias: Registry alias whose moves start a rollout (default: any new version).
         state_dir: The embedded platform's state directory (default ~/.odh).
     """
+    decision_parameters = {k: v for k, v in locals().items() if k in DECISION_PARAMETERS}  # the parameters, as passed
     logger = get_run_logger()
     lifecycle = lifecycle_policy(rollout_strategy=rollout_strategy, canary_percent=canary_percent,
                                  analysis_seconds=analysis_seconds, max_error_rate=max_error_rate,
@@ -150,14 +152,7 @@ def deploy_model(
     version = register(registered_model_name or name, uploaded, alias, state=state_dir)
     logger.info("register: %s version %s", version.name, version.version)
     name_run(run_name(name, version.version))
-    inputs = DecisionInputs(
-        model_format=uploaded.model_format, size_bytes=measure_model(uploaded, state=state_dir), model_kind=model_kind,
-        target=target, accelerator_memory_gb=accelerator_memory_gb, accelerator_sharing=accelerator_sharing,
-        traffic_pattern=traffic_pattern, scale_to_zero=scale_to_zero, cache_optimization=cache_optimization,
-        simple_setup=simple_setup, complex_pipeline=complex_pipeline, primary_metric=primary_metric,
-        scale_target=scale_target, scale_down_delay_seconds=scale_down_delay_seconds, custom_metric=custom_metric,
-        min_replicas=min_replicas, max_replicas=max(max_replicas, min_replicas), deployment_mode=deployment_mode,
-        autoscaler=autoscaler, exposed=exposed, token_auth=token_auth)
+    inputs = decision_inputs(uploaded.model_format, measure_model(uploaded, state=state_dir), decision_parameters)
     policy = ServingPolicy(min_replicas=min_replicas, max_replicas=max(max_replicas, min_replicas),
                            engine_args=tuple(engine_args or ()), engine_env=dict(engine_env or {}))
     manifest = configure(name, namespace, version, uploaded.model_format, policy, inputs, lifecycle)
@@ -180,6 +175,17 @@ def deploy_model(
     create_markdown_artifact(key=f"deploy-{namespace}-{name}".lower(), markdown=_summary(result, uploaded.digest, llm),
                              description=f"deploy-model {namespace}/{name}")
     return result
+
+
+# The flow parameters that are inputs of the decision trees (serving/decisions.py DecisionInputs).
+DECISION_PARAMETERS = frozenset(f.name for f in fields(DecisionInputs)) - {"model_format", "size_bytes", "metrics_server"}
+
+
+def decision_inputs(model_format: str, size_bytes: int, parameters: Mapping[str, Any]) -> DecisionInputs:
+    """The decision trees' inputs from deploy-model's parameters (unset ones keep the trees' defaults)."""
+    values = {k: v for k, v in parameters.items() if k in DECISION_PARAMETERS}
+    values["max_replicas"] = max(values.get("max_replicas", 1), values.get("min_replicas", 1))
+    return DecisionInputs(model_format=model_format, size_bytes=size_bytes, **values)
 
 
 _LIFECYCLE_PARAMETERS = {ROLLOUT_STRATEGY: "rollout_strategy", CANARY_PERCENT: "canary_percent",
