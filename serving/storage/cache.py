@@ -20,7 +20,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ from serving.errors import StorageError
 from serving.storage.archive import extract_archive, is_archive
 from serving.storage.base import Source
 from serving.storage.digest import digest_tree
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``ModelCache.prune`` removed: the URIs forgotten, the entries deleted and their size on disk."""
+
+    uris: tuple[str, ...]
+    entries: tuple[str, ...]
+    bytes_freed: int
+
+
+_PRUNE_LOCK = "prune"  # not a sha256: no URI's lock has this name
 
 
 class ModelCache:
@@ -46,7 +59,8 @@ class ModelCache:
         for d in (self.entries, self.index, self.locks, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha256(source.uri.encode()).hexdigest()
-        with self._lock(key):
+        # Shared: fetches run side by side, but never while ``prune`` (exclusive) decides what is unused.
+        with self._lock(_PRUNE_LOCK, shared=True), self._lock(key):
             fingerprint = source.fingerprint()
             record = self._read_index(key)
             if (
@@ -83,6 +97,46 @@ class ModelCache:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def prune(self, keep_uris: Iterable[str]) -> PruneResult:
+        """Forget every URI not in ``keep_uris`` and delete the entries no remaining URI holds.
+
+        It holds the cache's prune lock exclusively: fetches in progress (which hold it shared) finish first,
+        and those that start meanwhile wait, then download again what was pruned. An entry is deleted only
+        when no remaining index record names it (two URIs with equal content share one entry).
+        """
+        if not self.entries.is_dir():
+            return PruneResult((), (), 0)
+        self.locks.mkdir(parents=True, exist_ok=True)
+        with self._lock(_PRUNE_LOCK):
+            return self._prune({uri.strip() for uri in keep_uris})
+
+    def _prune(self, keep: set[str]) -> PruneResult:
+        forgotten: list[str] = []
+        for record_path in sorted(self.index.glob("*.json")):
+            record = self._read_index(record_path.stem)
+            if record is not None and record.get("uri") in keep:
+                continue
+            record_path.unlink(missing_ok=True)
+            forgotten.append(str((record or {}).get("uri", record_path.stem)))
+        held = {r.get("digest") for r in (self._read_index(p.stem) for p in self.index.glob("*.json")) if r}
+        removed: list[str] = []
+        freed = 0
+        for entry in sorted(self.entries.iterdir()) if self.entries.is_dir() else []:
+            if entry.name in held:
+                continue
+            size = _tree_size(entry)
+            # Renamed away first (atomic): a reader sees the whole entry or none, never a half-deleted one.
+            doomed = self.tmp / f"prune-{entry.name}"
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(entry, doomed)
+            except OSError:
+                continue  # gone meanwhile
+            shutil.rmtree(doomed, ignore_errors=True)
+            removed.append(entry.name)
+            freed += size
+        return PruneResult(tuple(forgotten), tuple(removed), freed)
+
     @staticmethod
     def _unpack(raw: Path, work: Path) -> Path:
         """A lone archive is extracted (as KServe does); anything else is kept as downloaded."""
@@ -95,9 +149,9 @@ class ModelCache:
         return raw
 
     @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
+    def _lock(self, key: str, *, shared: bool = False) -> Iterator[None]:
         with open(self.locks / f"{key}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
                 yield
             finally:
@@ -114,6 +168,16 @@ class ModelCache:
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, sort_keys=True)
         os.replace(tmp, self.index / f"{key}.json")
+
+
+def _tree_size(root: Path) -> int:
+    """Bytes of the regular files under ``root`` (links not followed: an entry holds its own files)."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def _jsonable(value: Any) -> Any:
