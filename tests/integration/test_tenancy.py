@@ -32,9 +32,8 @@ HARD = {"pods": "2", "requests.cpu": "2", "limits.memory": "4Gi", "count/inferen
 
 
 def apply_tenancy_object(platform: LocalPlatform, obj: dict[str, Any]) -> dict[str, Any]:
-    """POST a ResourceQuota or Secret to the control API (LocalPlatform.apply's client-side gate only lets
-    the KServe kinds through)."""
-    return platform._request("POST", f"/apis/{obj['kind']}", json=obj)
+    """A ResourceQuota or Secret through the client `odh apply -f` uses."""
+    return platform.apply(obj)
 
 
 def quota(name: str, hard: dict[str, str]) -> dict[str, Any]:

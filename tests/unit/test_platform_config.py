@@ -25,6 +25,12 @@ def test_file_in_state_dir(tmp_path: Path) -> None:
     assert config.autoscaler.container_concurrency_target_default == 10
 
 
+def test_gateway_auth_is_off_unless_required(tmp_path: Path) -> None:
+    assert PlatformConfig.load(tmp_path).gateway.auth == "off"
+    (tmp_path / "config.yaml").write_text("gateway:\n  auth: Required\n")
+    assert PlatformConfig.load(tmp_path).gateway.auth == "required"
+
+
 @pytest.mark.parametrize(("text", "needle"), [
     ("autoscaler:\n  stable-window: 2s\n", "autoscaler.stable-window"),
     ("autoscaler:\n  stabel-window: 60s\n", "stabel-window: unknown key"),
@@ -32,6 +38,7 @@ def test_file_in_state_dir(tmp_path: Path) -> None:
     ("autoscalr: {}\n", "autoscalr: unknown key"),
     ("- a list\n", "expected a mapping"),
     ("autoscaler: [\n", "cannot read it as YAML"),
+    ("gateway:\n  auth: maybe\n", "gateway.auth"),
 ])
 def test_bad_files_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "config.yaml"

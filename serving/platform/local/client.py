@@ -15,6 +15,9 @@ from serving.platform.base import KubeObject, condition, is_ready
 from serving.platform.local.store import CLUSTER_SCOPED
 
 POLL_SECONDS = 0.25
+# Core kinds the daemon admits itself (tenancy.py: quotas and API-key Secrets); not KServe's, so kind_error
+# does not know them. Named here rather than imported: tenancy.py pulls in the reconcilers.
+_TENANCY_KINDS = ("ResourceQuota", "Secret")
 
 
 class LocalPlatform:
@@ -49,7 +52,8 @@ class LocalPlatform:
     def apply(self, obj: KubeObject) -> KubeObject:
         kind = obj.get("kind") if isinstance(obj, dict) else None
         refused = kind_error(kind)
-        if refused is not None:  # the daemon refuses it too; a kind that is no URL segment never gets there
+        # the daemon refuses it too; a kind that is no URL segment never gets there
+        if refused is not None and kind not in _TENANCY_KINDS:
             raise AdmissionError([refused], kind=kind if isinstance(kind, str) else "")
         return self._request("POST", f"/apis/{_seg(str(kind))}", json=obj)
 

@@ -6,6 +6,8 @@ deployment:
 autoscaler:                           # Knative's config-autoscaler ConfigMap data, same keys and strings
   stable-window: "60s"
   container-concurrency-target-default: "100"
+gateway:
+  auth: required                      # every route asks for its namespace's API key (default: off)
 ```
 
 A missing file means every default. A bad value raises ``PlatformConfigError`` naming the key and the fix.
@@ -42,10 +44,23 @@ class DeploymentSettings(BaseModel):
         return _MODE_ALIASES.get(str(value).lower(), value)
 
 
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # off: only InferenceServices annotated security.opendatahub.io/enable-auth ask for a key (tenancy.py)
+    auth: Literal["required", "off"] = "off"
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return str(value).strip().lower() if isinstance(value, str | bool) else value
+
+
 class PlatformConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     deployment: DeploymentSettings = DeploymentSettings(defaultDeploymentMode="Standard")
+    gateway: GatewaySettings = GatewaySettings()
     autoscaler_data: dict[str, str] = Field(default_factory=dict, alias="autoscaler")
 
     @field_validator("autoscaler_data", mode="before")

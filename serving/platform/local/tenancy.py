@@ -31,8 +31,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from serving.errors import AdmissionError, FieldError, RuntimeResolutionError
 from serving.kserve import ReconcileError, admit_inference_service, reconcile, resolve_runtime
 from serving.kserve.llmisvc import KIND as LLMISVC
@@ -40,6 +38,7 @@ from serving.kserve.llmisvc import admit_llm_inference_service
 from serving.kserve.quota import ISVC_COUNT, LLMISVC_COUNT, Quota, Usage, check, usage_of, validate_quota, workloads
 from serving.kserve.reconcile.llmd import ENGINE_SELECTOR_ANNOTATION, ROLE_LABEL, reconcile_llm
 from serving.platform.local.autoscalers import engine_bounds
+from serving.platform.local.platform_config import CONFIG_FILE, PlatformConfig
 
 if TYPE_CHECKING:
     from serving.platform.local.daemon import Daemon
@@ -72,15 +71,7 @@ def gateway_auth_required(state: Path, environ: Mapping[str, str] | None = None)
     Raises AdmissionError naming the setting for any other value."""
     env = (environ if environ is not None else os.environ).get(GATEWAY_AUTH_ENV, "").strip().lower()
     values = [(GATEWAY_AUTH_ENV, env)] if env else []
-    config = state / "config.yaml"
-    if config.exists():
-        try:
-            data = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            data = {}  # PlatformConfig.load reports an unreadable file
-        gateway = data.get("gateway") if isinstance(data, dict) else None
-        if isinstance(gateway, dict) and "auth" in gateway:
-            values.append((f"{config}: gateway.auth", str(gateway["auth"]).strip().lower()))
+    values.append((f"{state / CONFIG_FILE}: gateway.auth", PlatformConfig.load(state).gateway.auth))
     for where, value in values:
         if value not in ("required", "off"):
             raise AdmissionError(FieldError(where, f"is {value!r}; use required or off"))
