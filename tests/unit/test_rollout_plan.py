@@ -148,3 +148,18 @@ def test_a_new_model_format_is_refused_before_anything_changes() -> None:
     with pytest.raises(ValueError, match="model_format 'mlflow' differs from the 'sklearn'"):
         plan_rollout(live("Serverless"), V2, 20, model_format="mlflow")
     assert plan_rollout(live("Serverless"), V2, 20, model_format="sklearn").mode == "Serverless"
+
+
+def test_retire_reads_what_remaining_objects_reference() -> None:
+    from serving.rollout.retire import referenced_uris, route_in_flight, served_versions
+
+    canaried = plan_rollout(live("Standard"), V2, 20).canary
+    revision = {"metadata": {"annotations": {"internal.serving.kserve.io/storage-initializer-sourceuri": "s3://b/m"}},
+                "spec": {"containers": [{"name": "kserve-container"}]}}
+    llm = {"metadata": {"name": "tiny"}, "spec": {"model": {"uri": "hf://org/tiny", "name": "tiny"}}}
+    assert referenced_uris([canaried, revision, llm]) == {"file:///models/v1", V2.storage_uri, "s3://b/m", "hf://org/tiny"}
+    assert served_versions([live("Standard"), llm]) == {("iris", "1")}
+    text = ('# HELP odh_gateway_in_flight Requests in flight per route.\n# TYPE odh_gateway_in_flight gauge\n'
+            'odh_gateway_in_flight{route="default/iris"} 3.0\nodh_gateway_in_flight{route="team/iris"} 1.0\n')
+    assert route_in_flight(text, "default", "iris") == 3.0
+    assert route_in_flight(text, "default", "gone") == 0.0
