@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test unit lint clean
+.PHONY: setup chromium demo test unit lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# The Prefect console's browser test drives Debian's chromium through Playwright (executable_path); Playwright's
+# own browser download (`playwright install`) is never used. Installed when missing and we are root.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "note: /usr/bin/chromium is missing, so the Prefect UI browser test will be skipped;" \
+		     "install it with: sudo apt-get install chromium"; \
+	fi
 
 demo: setup
 	$(BIN)/python -m deployments.demo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,8 +58,11 @@ def test_up_deploy_status_predict_retire_down(tmp_path: Path) -> None:
     state = tmp_path / "state"
     port = free_port()
     try:
-        up = odh("up", "--gateway-port", str(port), state=state)
-        assert f"127.0.0.1:{port}" in up.stdout
+        # --no-prefect: no server, no flow worker; `odh deploy` runs the flow in its own process (the path the
+        # Prefect console tests do not take).
+        up = odh("up", "--gateway-port", str(port), "--no-prefect", state=state)
+        assert f"127.0.0.1:{port}" in up.stdout and "Prefect is up" not in up.stdout
+        assert not (state / "prefect.json").exists() and not (state / "flow_worker.json").exists()
         deployed = odh("deploy", str(IRIS_DIR / "model.joblib"), "--name", "iris", state=state)
         url = f"http://127.0.0.1:{port}/serving/default/iris"
         assert url in deployed.stdout
@@ -124,7 +128,7 @@ def test_llm_services_validate_render_apply_and_show_in_status(tmp_path: Path) -
 
     state, port = tmp_path / "state", free_port()
     try:
-        odh("up", "--gateway-port", str(port), state=state)
+        odh("up", "--gateway-port", str(port), "--no-prefect", state=state)
         assert odh("apply", "-f", str(bad), state=state, check=False).returncode == 1
         assert "applied LLMInferenceService default/chat" in odh("apply", "-f", str(good), state=state).stdout
         url = f"http://127.0.0.1:{port}/serving/default/chat"
@@ -156,7 +160,7 @@ def test_up_with_a_replica_limit_refusals_ignored_junk_and_delete(tmp_path: Path
     deployment.write_text(yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}))
     state, port = tmp_path / "state", free_port()
     try:
-        odh("up", "--gateway-port", str(port), "--max-replicas", "2", state=state)
+        odh("up", "--gateway-port", str(port), "--max-replicas", "2", "--no-prefect", state=state)
         too_many = odh("apply", "-f", str(big), state=state, check=False)
         assert too_many.returncode == 1 and "Traceback" not in too_many.stderr
         assert "spec.predictor.minReplicas: is 3, above this platform's limit of 2" in too_many.stderr
@@ -186,3 +190,20 @@ def test_up_with_a_replica_limit_refusals_ignored_junk_and_delete(tmp_path: Path
         assert again.returncode == 1 and "not found ServingRuntime default/rt" in again.stderr
     finally:
         odh("down", state=state, check=False)
+
+
+def test_up_names_the_prefect_log_when_its_port_is_taken(tmp_path: Path) -> None:
+    state, port = tmp_path / "state", free_port()
+    with socket.socket() as busy:  # a listener that is no Prefect server
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        try:
+            result = odh("up", "--gateway-port", str(port), "--prefect-port", str(busy.getsockname()[1]), state=state,
+                         check=False)
+        finally:
+            odh("down", state=state, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "odh is up" in result.stdout  # the platform came up; only Prefect did not
+    assert f"see {state / 'prefect.log'}" in result.stderr and "--no-prefect" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "prefect.json").exists()

@@ -200,11 +200,12 @@ def test_operate_runs_on_its_schedule(console: Console) -> None:
 def test_the_prefect_ui_shows_the_deployments_and_the_serving_overview(console: Console) -> None:
     from playwright.sync_api import sync_playwright
 
-    def overview_lists_iris_ui() -> bool:
+    def overview_lists_iris_ui() -> str | None:
         latest = api(console, "POST", "/artifacts/latest/filter", {"artifacts": {"key": {"any_": ["serving-overview"]}}})
-        return bool(latest) and "iris-ui" in json.dumps(latest[0].get("data"))
+        return latest[0]["latest_id"] if latest and "iris-ui" in json.dumps(latest[0].get("data")) else None
 
-    wait_until(overview_lists_iris_ui, timeout=240, interval=1.0, what="operate's serving-overview listing iris-ui")
+    artifact_id = wait_until(overview_lists_iris_ui, timeout=240, interval=1.0,
+                             what="operate's serving-overview listing iris-ui")
     IMAGES.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
@@ -217,9 +218,11 @@ def test_the_prefect_ui_shows_the_deployments_and_the_serving_overview(console: 
                 page.get_by_text(entry.name, exact=True).first.wait_for()
             page.screenshot(path=str(IMAGES / "prefect-deployments.png"), full_page=True)
 
-            page.goto(f"{console.ui}/artifacts/key/serving-overview")
-            page.get_by_text("serving-overview").first.wait_for()
-            page.get_by_text("iris-ui").first.wait_for()  # the deployment made through the API is in the overview
+            page.goto(f"{console.ui}/artifacts/key/serving-overview")  # every version operate wrote
+            page.get_by_text("operate-all-").first.wait_for()
+            page.goto(f"{console.ui}/artifacts/artifact/{artifact_id}")  # the latest, rendered
+            page.get_by_text("Serving overview:").first.wait_for()
+            page.get_by_text("default/iris-ui").first.wait_for()  # the deployment made through the API is listed
             page.screenshot(path=str(IMAGES / "prefect-serving-overview.png"), full_page=True)
 
             page.goto(f"{console.ui}/runs")
