@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from load import LoadResult, drive
+from prefect.artifacts import Artifact
 from support import IRIS_DIR, served_by, write_constant_model
 
 from serving.artifacts import upload_model
@@ -154,3 +155,14 @@ def test_a_bad_v2_is_rolled_back_and_v1_answers_every_request(odh_state: Path, b
     assert "canary" not in isvc["spec"] and "canaryTrafficPercent" not in isvc["spec"]["predictor"]
     if mode == "Standard":
         assert f"{name}-v2-predictor" not in pods  # the canary's Deployment is gone
+    artifact = Artifact.get(f"rollout-default-{name}")
+    assert artifact is not None and isinstance(artifact.data, str)
+    assert "rolled-back" in artifact.data and result.reason in artifact.data
+    assert "| stable |" in artifact.data and "| canary |" in artifact.data and "## Timeline" in artifact.data
+
+
+def test_nothing_deployed_yet_is_deployed_directly(odh_state: Path, good_v2: Path) -> None:
+    result = run_rollout(odh_state, "fresh", good_v2)
+    assert (result.outcome, result.model_name, result.model_version) == ("deployed", "fresh", "1")
+    assert after(result.url, "fresh").by() == {"v2": 40}
+    assert ModelRegistry(mlflow_tracking_uri(odh_state)).alias_version("fresh", "champion") == "1"
