@@ -60,14 +60,16 @@ def bad_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def deploy_v1(state: Path, name: str, mode: str) -> str:
-    """v1 (KServe's iris) registered as version 1 with the champion alias and deployed in ``mode``; its URL."""
+def deploy_v1(state: Path, name: str, mode: str, annotations: dict[str, str] | None = None) -> str:
+    """v1 (KServe's iris) registered as version 1 with the champion alias and deployed in ``mode`` (with extra
+    ``annotations``: the lifecycle policy); its URL."""
     uploaded = upload_model(str(IRIS_DIR / "model.joblib"), state / "artifacts", StorageSettings.for_state(state))
     registry = ModelRegistry(mlflow_tracking_uri(state))
     v1 = registry.register_version(name, uploaded.uri, digest=uploaded.digest, tags={"odh.model_format": "sklearn"})
     registry.set_alias(name, "champion", v1.version)
     manifest = inference_service(name, v1.source, "sklearn", model_name=name, model_version=v1.version,
                                  policy=ServingPolicy(deployment_mode=mode))
+    manifest["metadata"]["annotations"].update(annotations or {})
     with LocalPlatform(state) as platform:
         platform.apply(manifest)
         return str(platform.wait_ready("InferenceService", "default", name, timeout=180)["status"]["url"])
@@ -98,16 +100,22 @@ def after(url: str, name: str) -> LoadResult:
 def run_rollout(state: Path, name: str, model: Path, **options: Any) -> Any:
     from flows.rollout import rollout
 
-    return rollout(model_uri=str(model), name=name, state_dir=str(state), canary_percent=30, analysis_seconds=4,
-                   min_requests=10, **options)
+    return rollout(model_uri=str(model), name=name, state_dir=str(state), min_requests=10,
+                   **{"canary_percent": 30, "analysis_seconds": 4, **options})
+
+
+# The Standard deployment says its policy in annotations; the flow's parameters are left None for them.
+POLICY = {"serving.odh.io/canary-percent": "30", "serving.odh.io/analysis-window": "4"}
 
 
 @pytest.mark.parametrize("mode", ["Serverless", "Standard"])
 def test_a_good_v2_is_promoted_and_the_alias_moves(odh_state: Path, good_v2: Path, mode: str) -> None:
     name = f"good-{mode.lower()}"
-    url = deploy_v1(odh_state, name, mode)
+    from_policy = mode == "Standard"
+    url = deploy_v1(odh_state, name, mode, POLICY if from_policy else None)
     with load_through(url, name) as during:
-        result = run_rollout(odh_state, name, good_v2)
+        result = run_rollout(odh_state, name, good_v2,
+                             **({"canary_percent": None, "analysis_seconds": None} if from_policy else {}))
     assert (result.outcome, result.model_version) == ("promoted", "2"), result.reason
     assert "canary 5xx 0 % <= 5 %" in result.reason
     assert not during.failures, during.describe_failures()
@@ -124,6 +132,9 @@ def test_a_good_v2_is_promoted_and_the_alias_moves(odh_state: Path, good_v2: Pat
         isvc = platform.get("InferenceService", "default", name)
     assert isvc["metadata"]["labels"][MODEL_VERSION_LABEL] == "2"
     assert "canary" not in isvc["spec"] and "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    artifact = Artifact.get(f"rollout-default-{name}")
+    assert artifact is not None and isinstance(artifact.data, str)
+    assert f"{mode} canary at 30 %, window 4 s" in artifact.data  # from the annotations for Standard
     # The same version again: nothing to do.
     again = run_rollout(odh_state, name, good_v2)
     assert again.outcome == "unchanged"
