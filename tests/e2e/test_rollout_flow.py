@@ -177,3 +177,20 @@ def test_nothing_deployed_yet_is_deployed_directly(odh_state: Path, good_v2: Pat
     assert (result.outcome, result.model_name, result.model_version) == ("deployed", "fresh", "1")
     assert after(result.url, "fresh").by() == {"v2": 40}
     assert ModelRegistry(mlflow_tracking_uri(odh_state)).alias_version("fresh", "champion") == "1"
+
+
+def test_a_canary_that_never_becomes_ready_is_rolled_back(odh_state: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "model.joblib"
+    broken.write_bytes(b"not a pickle")  # the replica cannot load it: the canary revision fails
+    name = "never-ready"
+    url = deploy_v1(odh_state, name, "Serverless")
+    with load_through(url, name, clients=2) as during:
+        result = run_rollout(odh_state, name, broken)
+    assert result.outcome == "rolled-back"
+    assert result.reason.startswith("canary never became Ready"), result.reason
+    assert not during.failures, during.describe_failures()
+    assert set(during.by()) == {"v1"}
+    assert after(url, name).by() == {"v1": 40}
+    registry = ModelRegistry(mlflow_tracking_uri(odh_state))
+    assert registry.alias_version(name, "champion") == "1"
+    assert registry.get_version(name, "2").tags["odh.rollout.status"] == "rolled-back"
