@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deployments.prefect_server import PREFECT_PORT
+from deployments.rollout_command import rollout_command
 from serving.config import DEFAULT_GATEWAY_PORT, state_dir
 from serving.errors import AdmissionError, ServingError
 
@@ -31,6 +33,50 @@ app = typer.Typer(help="odh-serving: KServe-compatible model serving, orchestrat
                   pretty_exceptions_enable=False)
 console = Console()
 err = Console(stderr=True)
+
+# Help panels of `odh deploy`'s options beyond the model itself.
+_SERVING = "Serving decisions"
+_LIFECYCLE = "Lifecycle policy"
+
+
+# Choices of `odh deploy` (typer takes Enums, not Literals): the values of serving.decisions' and
+# serving.lifecycle's Literal types, which the flow checks again.
+class Traffic(StrEnum):
+    steady = "steady"
+    variable = "variable"
+    bursty = "bursty"
+
+
+class Mode(StrEnum):
+    Standard = "Standard"
+    Serverless = "Serverless"
+    LLM_D = "LLM-D"
+
+
+class ScalerClass(StrEnum):
+    kpa = "kpa"
+    hpa = "hpa"
+    keda = "keda"
+    llm_d = "llm-d"
+    none = "none"
+
+
+class Metric(StrEnum):
+    concurrency = "concurrency"
+    rps = "rps"
+    cpu = "cpu"
+    memory = "memory"
+    custom = "custom"
+
+
+class Rollout(StrEnum):
+    canary = "canary"
+    direct = "direct"
+    manual = "manual"
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else str(choice.value)
 
 StateOpt = Annotated[str | None, typer.Option("--state-dir", envvar="ODH_STATE_DIR", help="state directory (default ~/.odh)")]
 NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="namespace")]
@@ -61,6 +107,9 @@ def up(
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="also start a Prefect server (UI and API) and "
                                           "the flow worker that serves every flow as a deployment")] = True,
     prefect_port: Annotated[int, typer.Option(min=1, max=65535, help="Prefect UI and API port")] = PREFECT_PORT,
+    webhook_port: Annotated[int | None, typer.Option(min=1, max=65535, help="port of the MLflow webhook receiver, "
+                                                     "default 4300 (runs with Prefect: a signed model_version.created "
+                                                     "starts on-new-model-version)")] = None,
     max_replicas: Annotated[int | None, typer.Option(min=1, help="most replicas one workload may ask for "
                                                      "(default: from this machine's cores and memory)")] = None,
 ) -> None:
@@ -81,10 +130,26 @@ def up(
         err.print(f"[yellow]note:[/] the daemon already running keeps its replica limit of {limits.get('max_replicas')}; "
                   "run `odh down` first to change it", soft_wrap=True)
     if prefect:
-        _start_prefect(root, prefect_port)
+        api = _start_prefect(root, prefect_port)
+        _start_webhook_receiver(root, webhook_port, api)
 
 
-def _start_prefect(root: Path, port: int) -> None:
+def _start_webhook_receiver(root: Path, port: int | None, api: str) -> None:
+    """MLflow's registry webhooks land here; each verified new version starts on-new-model-version."""
+    from deployments.webhooks import SECRET_FILE, WEBHOOK_PORT, start_receiver
+
+    port = port or WEBHOOK_PORT
+
+    try:
+        with console.status(f"starting the MLflow webhook receiver on port {port}..."):
+            url = start_receiver(root, port, api)
+    except (OSError, RuntimeError) as exc:
+        raise _fail(f"{exc} (the platform and Prefect are up; see {root / 'webhooks.log'})") from exc
+    console.print(f"[green]webhooks[/]: {url} (secret in {root / SECRET_FILE}; `mlflow` create_webhook with that URL "
+                  "and secret, events model_version.created and model_version_alias.created)", soft_wrap=True)
+
+
+def _start_prefect(root: Path, port: int) -> str:
     """The Prefect server, then the flow worker (deployments applied, block types registered)."""
     from deployments.prefect_server import PrefectStartError, start_flow_worker, start_prefect_server
 
@@ -99,6 +164,7 @@ def _start_prefect(root: Path, port: int) -> None:
                   f"{', '.join(name.split('/')[0] for name in worker.get('deployments', {}))}")
     for name, why in (worker.get("missing") or {}).items():
         err.print(f"[yellow]not served:[/] {escape(name)}: {escape(why)}", soft_wrap=True)
+    return api
 
 
 @app.command()
@@ -106,10 +172,12 @@ def down(state: StateOpt = None) -> None:
     """Stop the flow worker, the Prefect server, the daemon and every replica it runs (deployments come back
     with the next `odh up`)."""
     from deployments.prefect_server import stop_flow_worker, stop_prefect_server
+    from deployments.webhooks import stop_receiver
     from serving.platform.local import stop_daemon
 
     root = state_dir(state)
-    with console.status("stopping the flow worker, Prefect and the odh daemon..."):
+    with console.status("stopping the webhook receiver, the flow worker, Prefect and the odh daemon..."):
+        stop_receiver(root)
         stop_flow_worker(root)
         stop_prefect_server(root)
         stopped = stop_daemon(root)
@@ -145,9 +213,39 @@ def deploy(
                                                          "e.g. --engine-arg=--max-model-len=1024")] = None,
     engine_env: Annotated[list[str] | None, typer.Option("--engine-env", help="LLMs: KEY=VALUE for every engine (repeat)")] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds to wait for Ready (default 300; 900 for LLMs)")] = None,
+    traffic: Annotated[Traffic, typer.Option(rich_help_panel=_SERVING,
+                                             help="traffic pattern (the decision trees: bursty -> Serverless)")] = Traffic.steady,
+    scale_to_zero: Annotated[bool, typer.Option(rich_help_panel=_SERVING, help="scale to zero when idle (Serverless, KPA)")] = False,
+    max_replicas: Annotated[int | None, typer.Option(min=1, rich_help_panel=_SERVING,
+                                                     help="most replicas the autoscaler may run (default: --replicas)")] = None,
+    mode: Annotated[Mode | None, typer.Option(rich_help_panel=_SERVING,
+                                              help="override the deployment mode the trees choose")] = None,
+    autoscaler: Annotated[ScalerClass | None, typer.Option(rich_help_panel=_SERVING, help="override the autoscaler")] = None,
+    metric: Annotated[Metric | None, typer.Option(rich_help_panel=_SERVING,
+                                                  help="primary scaling metric (default by mode)")] = None,
+    scale_target: Annotated[int | None, typer.Option(min=1, rich_help_panel=_SERVING, help="target per replica for --metric")] = None,
+    cache_optimization: Annotated[bool, typer.Option(rich_help_panel=_SERVING,
+                                                     help="LLMs: cache-aware routing wanted (LLM-D)")] = True,
+    cluster_local: Annotated[bool, typer.Option(rich_help_panel=_SERVING, help="not exposed outside the cluster")] = False,
+    token_auth: Annotated[bool, typer.Option(rich_help_panel=_SERVING, help="require the namespace's API key")] = False,
+    rollout_strategy: Annotated[Rollout | None, typer.Option(rich_help_panel=_LIFECYCLE, help="how new versions go in "
+                                                             "(on-new-model-version; default canary)")] = None,
+    canary_percent: Annotated[int | None, typer.Option(min=1, max=99, rich_help_panel=_LIFECYCLE,
+                                                       help="canary share for new versions (default 20)")] = None,
+    analysis_window: Annotated[float | None, typer.Option(min=0.001, rich_help_panel=_LIFECYCLE,
+                                                          help="seconds a canary is watched (default 60)")] = None,
+    slo_error_rate: Annotated[float | None, typer.Option(min=0.0, max=1.0, rich_help_panel=_LIFECYCLE,
+                                                         help="5xx share past which operate alerts (default 0.05)")] = None,
+    slo_p95_ms: Annotated[float | None, typer.Option(min=0.001, rich_help_panel=_LIFECYCLE,
+                                                     help="p95 latency past which operate alerts (default 1000)")] = None,
+    watch_alias: Annotated[str | None, typer.Option(rich_help_panel=_LIFECYCLE,
+                                                    help="only this alias's moves start a rollout")] = None,
     state: StateOpt = None,
 ) -> None:
     """Run the deploy flow (upload, register, configure, deploy, initialize, register service).
+
+    `configure` follows the serving decision trees (mode, autoscaling, resources, networking) from the
+    options under "Serving decisions"; its artifact in the Prefect UI shows each branch taken.
 
     With the Prefect server of `odh up`, the flow runs in the warm flow worker (seconds); without one
     (`odh up --no-prefect`), in this process on Prefect's ephemeral server."""
@@ -161,7 +259,16 @@ def deploy(
         "registered_model_name": registered_model_name, "alias": alias, "min_replicas": replicas,
         "max_replicas": replicas, "timeout_seconds": timeout, "state_dir": str(root),
         "engine_args": engine_arg or None, "engine_env": env or None,
+        # the decision trees' inputs and the lifecycle policy; None keeps the flow's default
+        "traffic_pattern": traffic.value, "scale_to_zero": scale_to_zero, "deployment_mode": _value(mode),
+        "autoscaler": _value(autoscaler), "primary_metric": _value(metric), "scale_target": scale_target,
+        "cache_optimization": cache_optimization, "exposed": not cluster_local, "token_auth": token_auth,
+        "rollout_strategy": _value(rollout_strategy),
+        "canary_percent": canary_percent, "analysis_seconds": analysis_window, "slo_error_rate": slo_error_rate,
+        "slo_p95_ms": slo_p95_ms, "watch_alias": watch_alias,
     }
+    if max_replicas is not None:
+        parameters["max_replicas"] = max(max_replicas, replicas)
     api = running_api(root)
     if api is None and server_without_worker(root):
         err.print(f"[yellow]note:[/] the Prefect server runs but its flow worker does not (see {root / 'flow_worker.log'}; "
@@ -482,6 +589,8 @@ def render(file: FileOpt) -> None:
         raise _fail(str(exc)) from exc
     print(yaml.safe_dump_all(objects, sort_keys=False), end="")
 
+
+app.command("rollout")(rollout_command)
 
 runtime = typer.Typer(help="Runtime environments: each local runtime that needs its own packages gets its own venv.",
                       no_args_is_help=True)
