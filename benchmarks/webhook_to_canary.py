@@ -101,7 +101,7 @@ def _rounds(state: Path, tracking: str, models: str, url: str, rounds: int) -> l
     try:
         for number in range(rounds):
             kind = "v2" if number % 2 == 0 else "v1"  # what the new model answers: constant 2, or iris's [1, 1]
-            source = f"{models}/{'constant' if kind == 'v2' else 'iris'}"
+            source = f"{models}/{'constant' if kind == 'v2' else 'iris'}/model.joblib"
             version = str(client.create_model_version(NAME, source=source, tags={"odh.model_format": "sklearn"}).version)
             started, seen = time.monotonic(), len(load.answers)
             wait_until(functools.partial(_answered_by, load, kind, seen), timeout=300, interval=0.02,
@@ -194,7 +194,8 @@ def _mlflow_server(state: Path, procs: list[subprocess.Popen[bytes]]) -> str:
 
     port = free_port()
     env = {**os.environ, "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-           "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+           "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+           "MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES": "http"}  # the loopback file server's sources
     with (state / "mlflow-server.log").open("ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_tracking_uri(state),
                                  "--default-artifact-root", (state / "mlartifacts").as_uri(), "--host", "127.0.0.1",

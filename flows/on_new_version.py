@@ -23,7 +23,7 @@ from prefect.runtime import flow_run
 
 from flows.naming import run_name
 from serving.registry.webhooks import Decision, NewVersionEvent, Served, decide, unseen_versions
-from tasks.on_new_version import find_deployments, read_seen, registry_versions, remember_seen
+from tasks.on_new_version import find_deployments, read_seen, registry_versions, remember_seen, version_format
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,15 @@ def on_new_model_version(
     served = find_deployments(model_name, state=state_dir).get(model_name, [])
     outcomes: list[DeploymentOutcome] = []
     failures: list[str] = []
-    for target in served:
-        decision = decide(event, target)
+    decisions = [decide(event, target) for target in served]
+    model_format = version_format(model_name, version, state=state_dir) if any(
+        d.act == "rollout" for d in decisions) else None
+    for decision in decisions:
         logger.info("%s/%s: %s: %s", decision.namespace, decision.name, decision.act, decision.reason)
         if decision.act == "skip":
             outcomes.append(DeploymentOutcome(decision.namespace, decision.name, "skip", decision.reason))
             continue
-        outcomes.append(_roll_out(event, decision, state_dir, failures))
+        outcomes.append(_roll_out(event, decision, model_format, state_dir, failures))
     if not served:
         logger.info("no deployment serves %s: nothing to roll out", model_name)
     create_markdown_artifact(key=_key("on-new-version", model_name), markdown=_summary(event, outcomes),
@@ -75,13 +77,15 @@ def on_new_model_version(
     return outcomes
 
 
-def _roll_out(event: NewVersionEvent, decision: Decision, state_dir: str | None, failures: list[str]) -> DeploymentOutcome:
+def _roll_out(event: NewVersionEvent, decision: Decision, model_format: str | None, state_dir: str | None,
+              failures: list[str]) -> DeploymentOutcome:
     """Run ``rollout`` as a subflow; a failure is recorded so the other deployments still get their turn."""
     from flows.rollout import rollout
 
     try:
         result = rollout(model_uri=f"models:/{event.model_name}/{event.version}", name=decision.name,
-                         namespace=decision.namespace, registered_model_name=event.model_name, state_dir=state_dir)
+                         namespace=decision.namespace, model_format=model_format,
+                         registered_model_name=event.model_name, state_dir=state_dir)
     except Exception as exc:  # a failed rollout of one deployment must not hide the others' outcomes
         failures.append(f"{decision.namespace}/{decision.name}: {exc}")
         return DeploymentOutcome(decision.namespace, decision.name, "rollout", f"{decision.reason}; failed: {exc}",

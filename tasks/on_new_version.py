@@ -58,6 +58,13 @@ def registry_versions(model_name: str, aliases: list[str], state: str | None = N
     return versions, pointed
 
 
+@task(name="version-format", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_on_transient)
+def version_format(model_name: str, version: str, state: str | None = None) -> str | None:
+    """The format the version was registered with (tag ``odh.model_format``), if any: a source such as an
+    http URL or a bare directory does not always say it by its file names."""
+    return registry_for(resolve_state(state)).get_version(model_name, version).tags.get("odh.model_format") or None
+
+
 @task(name="read-seen-versions")
 def read_seen(state: str | None = None) -> dict[str, dict[str, Any]]:
     """What polling has already acted on; nothing yet when the file is missing or unreadable."""
