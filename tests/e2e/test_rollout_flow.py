@@ -60,6 +60,18 @@ def bad_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def removed_afterwards(odh_state: Path) -> Iterator[None]:
+    """Each test's deployments go when it ends: the session's platform is shared with other test files."""
+    with LocalPlatform(odh_state) as platform:
+        before = {i["metadata"]["name"] for i in platform.list("InferenceService")}
+    yield
+    with LocalPlatform(odh_state) as platform:
+        for isvc in platform.list("InferenceService"):
+            if isvc["metadata"]["name"] not in before:
+                platform.delete("InferenceService", isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+
+
 def deploy_v1(state: Path, name: str, mode: str, annotations: dict[str, str] | None = None) -> str:
     """v1 (KServe's iris) registered as version 1 with the champion alias and deployed in ``mode`` (with extra
     ``annotations``: the lifecycle policy); its URL."""
