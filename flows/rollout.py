@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -18,7 +19,7 @@ from flows.deploy_model import deploy_model
 from flows.naming import name_run, run_name
 from serving.lifecycle import LifecyclePolicy
 from serving.registry import RegisteredVersion
-from serving.rollout import Decision, NewVersion, RevisionFigures, Thresholds, plan_rollout, serving_version
+from serving.rollout import Decision, NewVersion, RevisionFigures, RolloutPlan, Thresholds, plan_rollout, serving_version
 from tasks.register import register
 from tasks.register_service import register_service
 from tasks.rollout import (
@@ -68,11 +69,16 @@ def rollout(
     max_error_rate: float | None = None,
     max_latency_ratio: float | None = None,
     min_requests: int = 20,
+    strategy: Literal["canary", "direct"] | None = None,
     state_dir: str | None = None,
 ) -> RolloutResult:
     """Canary ``model_uri`` into the InferenceService ``name`` at ``canary_percent`` %, watch it for
     ``analysis_seconds`` against the stable version (5xx share, p95 ratio, at least ``min_requests``), then
-    promote it (the alias moves) or roll it back (the alias stays; the version is tagged with the reason)."""
+    promote it (the alias moves) or roll it back (the alias stays; the version is tagged with the reason).
+
+    ``strategy`` None follows the deployment's ``serving.odh.io/rollout-strategy``: ``direct`` replaces the
+    version with no canary (a version that never gets Ready is rolled back); ``canary`` and ``manual`` (a
+    person asked for this rollout) watch a canary."""
     timeline = _Timeline()
     live = read_deployment(name, namespace, state=state_dir)
     if live is None:
@@ -108,6 +114,8 @@ def rollout(
 
     plan = plan_rollout(live, NewVersion(version.name, version.version, version.source), percent,
                         uploaded.model_format)
+    if (strategy or policy.rollout_strategy) == "direct":
+        return _direct(plan, version, previous, alias, url, timeline, state_dir)
     timeline(f"{plan.mode} canary at {percent} %, window {window:g} s, max 5xx {thresholds.max_error_rate:g}, "
              f"max p95 ratio {thresholds.max_latency_ratio:g}, min {min_requests} requests")
     watched: Watch | None = None
@@ -144,6 +152,29 @@ def rollout(
         outcome = "rolled-back"
     result = RolloutResult(name, namespace, version.name, version.version, outcome, reason, url)
     _artifact(result, timeline, watched, version)
+    return result
+
+
+def _direct(plan: RolloutPlan, version: RegisteredVersion, previous: tuple[str, str] | None, alias: str | None,
+            url: str, timeline: _Timeline, state_dir: str | None) -> RolloutResult:
+    """The ``direct`` strategy: replace the version in place; the old one serves until the new one is Ready."""
+    meta = plan.stable["metadata"]
+    timeline(f"{plan.mode}: direct replacement, no canary")
+    try:
+        live = apply_steps(plan.direct, state=state_dir)
+    except Exception as exc:  # never Ready (or refused): the old version goes back, as a canary's would
+        reason = f"the new version never became Ready: {exc}"
+        apply_steps(plan.rollback[-1:], state=state_dir)
+        record_rollback(version, reason, state=state_dir)
+        timeline(f"rolled back: {reason}")
+        result = RolloutResult(meta["name"], meta["namespace"], version.name, version.version, "rolled-back", reason, url)
+    else:
+        reason = "direct strategy: replaced without a canary"
+        record_promotion(version, previous, alias, reason, state=state_dir)
+        url = register_service(version, live, state=state_dir)
+        timeline(f"promoted: {reason}; alias {alias or '(none)'} -> version {version.version}")
+        result = RolloutResult(meta["name"], meta["namespace"], version.name, version.version, "promoted", reason, url)
+    _artifact(result, timeline, None, version)
     return result
 
 

@@ -1,4 +1,4 @@
-"""The serving decision trees (``/work/shared/decision-trees.md``) as one pure function, ``decide``.
+"""The serving decision trees (``docs/decision-trees.md``) as one pure function, ``decide``.
 
 ``configure`` asks four questions about a model and how it will be used: which deployment mode, which
 autoscaling strategy, which resources, which networking. ``decide`` walks the document's branches in the

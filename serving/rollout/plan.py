@@ -60,6 +60,10 @@ class RolloutPlan:
     promote: list[Step] = field(default_factory=list)
     rollback: list[Step] = field(default_factory=list)
     canary_name: str | None = None  # Standard: the spec.canary[] predictor name
+    # The ``direct`` strategy: the new version replaces the stable one with no canary and no watch. Serverless:
+    # a new revision takes all traffic once Ready; Standard: the same Deployment rolls (old replicas serve
+    # until new ones are ready). Either way a version that never gets Ready leaves the old one serving.
+    direct: list[Step] = field(default_factory=list)
 
 
 def deployment_mode(isvc: dict[str, Any]) -> Mode:
@@ -189,6 +193,8 @@ def _serverless(stable: dict[str, Any], new: NewVersion, percent: int) -> Rollou
     stable_at_zero["spec"]["predictor"]["canaryTrafficPercent"] = 0
     return RolloutPlan("Serverless", stable, canary, promote=[
         Step(promoted, True, "canaryTrafficPercent removed: the new revision takes all traffic"),
+    ], direct=[
+        Step(promoted, True, "the new model in place: its revision takes all traffic once Ready"),
     ], rollback=[
         Step(zero, False, "canary at 0 %: the rolled-out revision takes all traffic at once"),
         Step(stable_at_zero, True, "the stable spec back at 0 %: a revision of it starts while the old one serves"),
@@ -209,8 +215,12 @@ def _standard(stable: dict[str, Any], new: NewVersion, percent: int) -> RolloutP
     promoted = _promoted_metadata(copy.deepcopy(stable), new)
     promoted["spec"]["predictor"]["name"] = name
     _implementation(promoted["spec"]["predictor"])["storageUri"] = new.storage_uri
+    replaced = _promoted_metadata(copy.deepcopy(stable), new)
+    _implementation(replaced["spec"]["predictor"])["storageUri"] = new.storage_uri
     return RolloutPlan("Standard", stable, canary, promote=[
         Step(promoted, True, f"the stable predictor becomes {name!r} with the new model; the canary entry goes"),
+    ], direct=[
+        Step(replaced, True, "the new model in the stable predictor: its Deployment rolls to it"),
     ], rollback=[
         Step(stable, True, "spec.canary removed: the canary's Deployment goes, the stable one takes all traffic"),
     ], canary_name=name)

@@ -206,3 +206,20 @@ def test_a_canary_that_never_becomes_ready_is_rolled_back(odh_state: Path, tmp_p
     registry = ModelRegistry(mlflow_tracking_uri(odh_state))
     assert registry.alias_version(name, "champion") == "1"
     assert registry.get_version(name, "2").tags["odh.rollout.status"] == "rolled-back"
+
+
+def test_the_direct_strategy_replaces_the_version_without_a_canary(odh_state: Path, good_v2: Path) -> None:
+    """``serving.odh.io/rollout-strategy: direct`` (the deployment's policy, no rollout parameter): v2 replaces v1
+    in place, the alias moves, and the load sees only v1 then v2, never a failure."""
+    name = "direct"
+    url = deploy_v1(odh_state, name, "Standard", {"serving.odh.io/rollout-strategy": "direct"})
+    with load_through(url, name, clients=2) as during:
+        result = run_rollout(odh_state, name, good_v2)
+    assert (result.outcome, result.model_version) == ("promoted", "2")
+    assert result.reason.startswith("direct strategy"), result.reason
+    assert not during.failures, during.describe_failures()
+    assert after(url, name).by() == {"v2": 40}
+    assert ModelRegistry(mlflow_tracking_uri(odh_state)).alias_version(name, "champion") == "2"
+    artifact = Artifact.get(f"rollout-default-{name}")
+    assert artifact is not None and isinstance(artifact.data, str)
+    assert "direct replacement, no canary" in artifact.data and "| canary |" not in artifact.data

@@ -1,4 +1,4 @@
-"""The serving decision trees (decision-trees.md) table-tested: every branch, every leaf reachable from the
+"""The serving decision trees (docs/decision-trees.md) table-tested: every branch, every leaf reachable from the
 deploy-model flow's parameters, every conflict refused naming both inputs, every manifest admitted and
 valid against the CRDs (and, for the formats with a built-in runtime, rendered by our reconcilers)."""
 

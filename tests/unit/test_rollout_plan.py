@@ -163,3 +163,18 @@ def test_retire_reads_what_remaining_objects_reference() -> None:
             'odh_gateway_in_flight{route="default/iris"} 3.0\nodh_gateway_in_flight{route="team/iris"} 1.0\n')
     assert route_in_flight(text, "default", "iris") == 3.0
     assert route_in_flight(text, "default", "gone") == 0.0
+
+
+@pytest.mark.parametrize("mode", ["Serverless", "Standard"])
+def test_direct_replaces_the_model_in_place_with_no_canary(mode: str) -> None:
+    plan = plan_rollout(live(mode), V2, 20)
+    [step] = plan.direct
+    manifest = step.manifest
+    assert step.wait_ready
+    assert storage(manifest) == "file:///models/v2"
+    assert manifest["metadata"]["labels"][MODEL_VERSION_LABEL] == "2"
+    assert "canary" not in manifest["spec"] and "canaryTrafficPercent" not in manifest["spec"]["predictor"]
+    assert CANARY_VERSION_ANNOTATION not in manifest["metadata"].get("annotations", {})
+    # Standard keeps the predictor's name: its Deployment rolls instead of a new one replacing it.
+    assert manifest["spec"]["predictor"].get("name") == plan.stable["spec"]["predictor"].get("name")
+    admit_inference_service(manifest)
