@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ODH = [sys.executable, "-m", "deployments.cli"]
 CHROMIUM = Path("/usr/bin/chromium")
-IMAGES = REPO_ROOT / "docs" / "images"
+# Where the screenshots go: the test's own directory, unless ODH_UPDATE_SCREENSHOTS=1 asks to refresh the ones
+# kept in docs/images (a test run does not change the checkout by itself).
+DOC_IMAGES = REPO_ROOT / "docs" / "images"
 OPERATE_EVERY_S = 6
 
 
@@ -197,8 +199,10 @@ def test_operate_runs_on_its_schedule(console: Console) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is missing: `make setup` installs it (as root)")
-def test_the_prefect_ui_shows_the_deployments_and_the_serving_overview(console: Console) -> None:
+def test_the_prefect_ui_shows_the_deployments_and_the_serving_overview(console: Console, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
+
+    images = DOC_IMAGES if os.environ.get("ODH_UPDATE_SCREENSHOTS") == "1" else tmp_path
 
     def overview_lists_iris_ui() -> str | None:
         latest = api(console, "POST", "/artifacts/latest/filter", {"artifacts": {"key": {"any_": ["serving-overview"]}}})
@@ -206,7 +210,7 @@ def test_the_prefect_ui_shows_the_deployments_and_the_serving_overview(console: 
 
     artifact_id = wait_until(overview_lists_iris_ui, timeout=240, interval=1.0,
                              what="operate's serving-overview listing iris-ui")
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    images.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -216,19 +220,19 @@ def test_the_prefect_ui_shows_the_deployments_and_the_serving_overview(console: 
             page.goto(f"{console.ui}/deployments")
             for entry in CATALOG:
                 page.get_by_text(entry.name, exact=True).first.wait_for()
-            page.screenshot(path=str(IMAGES / "prefect-deployments.png"), full_page=True)
+            page.screenshot(path=str(images / "prefect-deployments.png"), full_page=True)
 
             page.goto(f"{console.ui}/artifacts/key/serving-overview")  # every version operate wrote
             page.get_by_text("operate-all-").first.wait_for()
             page.goto(f"{console.ui}/artifacts/artifact/{artifact_id}")  # the latest, rendered
             page.get_by_text("Serving overview:").first.wait_for()
             page.get_by_text("default/iris-ui").first.wait_for()  # the deployment made through the API is listed
-            page.screenshot(path=str(IMAGES / "prefect-serving-overview.png"), full_page=True)
+            page.screenshot(path=str(images / "prefect-serving-overview.png"), full_page=True)
 
             page.goto(f"{console.ui}/runs")
             page.get_by_text("iris-ui-v1").first.wait_for()
-            page.screenshot(path=str(IMAGES / "prefect-flow-runs.png"), full_page=True)
+            page.screenshot(path=str(images / "prefect-flow-runs.png"), full_page=True)
         finally:
             browser.close()
     for name in ("prefect-deployments.png", "prefect-serving-overview.png", "prefect-flow-runs.png"):
-        assert (IMAGES / name).stat().st_size > 10_000
+        assert (images / name).stat().st_size > 10_000
