@@ -9,9 +9,11 @@ answer too (status 0, with its text), so a dropped connection is counted, never 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,3 +97,21 @@ async def drive(url: str, body: Any, *, clients: int = 8, total: int | None = No
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return result
+
+
+@contextmanager
+def load_in_background(url: str, body: Any, *, clients: int = 3, identify: Identify | None = None) -> Iterator[LoadResult]:
+    """``drive`` from a thread of its own for the duration of the block (until it exits); the answers so far are
+    in the yielded LoadResult, all of them once the block has ended."""
+    result = LoadResult()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    run = loop.create_task(drive(url, body, clients=clients, stop=stop, identify=identify, into=result))
+    thread = threading.Thread(target=loop.run_until_complete, args=(run,), daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=120)
+        loop.close()

@@ -20,13 +20,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from load import LoadResult, drive
+from load import LoadResult, drive, load_in_background
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from support import IRIS_DIR, free_port, running, served_by, wait_http, wait_until, write_constant_model
 
@@ -99,21 +99,8 @@ def flow_worker(*names: str) -> Iterator[None]:
         thread.join(timeout=60)
 
 
-@contextmanager
-def load_through(url: str, name: str, clients: int = 3) -> Iterator[LoadResult]:
-    result = LoadResult()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    run = loop.create_task(drive(f"{url}/v1/models/{name}:predict", V1_BODY, clients=clients, stop=stop,
-                                 identify=served_by, into=result))
-    thread = threading.Thread(target=loop.run_until_complete, args=(run,), daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=120)
-        loop.close()
+def load_through(url: str, name: str, clients: int = 3) -> AbstractContextManager[LoadResult]:
+    return load_in_background(f"{url}/v1/models/{name}:predict", V1_BODY, clients=clients, identify=served_by)
 
 
 def runs_named(name: str) -> list[dict[str, Any]]:

@@ -4,16 +4,13 @@ tagged retired, the cache entry nothing references any more is pruned, and retir
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from load import LoadResult, drive
+from load import LoadResult, load_in_background
 from support import IRIS_DIR, served_by, wait_until, write_constant_model
 
 from serving.config import mlflow_tracking_uri, model_cache_dir
@@ -25,20 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
 V1_BODY = json.loads((IRIS_DIR / "iris-input-v1.json").read_text())
 
 
-@contextmanager
-def load_on(url: str, clients: int = 3) -> Iterator[LoadResult]:
-    result = LoadResult()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    run = loop.create_task(drive(url, V1_BODY, clients=clients, stop=stop, identify=served_by, into=result))
-    thread = threading.Thread(target=loop.run_until_complete, args=(run,), daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=120)
-        loop.close()
+def load_on(url: str, clients: int = 3) -> AbstractContextManager[LoadResult]:
+    return load_in_background(url, V1_BODY, clients=clients, identify=served_by)
 
 
 def cache_entries(state: Path) -> set[str]:

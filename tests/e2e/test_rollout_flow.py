@@ -11,14 +11,13 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from load import LoadResult, drive
+from load import LoadResult, drive, load_in_background
 from prefect.artifacts import Artifact
 from support import IRIS_DIR, served_by, write_constant_model
 
@@ -87,22 +86,9 @@ def deploy_v1(state: Path, name: str, mode: str, annotations: dict[str, str] | N
         return str(platform.wait_ready("InferenceService", "default", name, timeout=180)["status"]["url"])
 
 
-@contextmanager
-def load_through(url: str, name: str, clients: int = 3) -> Iterator[LoadResult]:
+def load_through(url: str, name: str, clients: int = 3) -> AbstractContextManager[LoadResult]:
     """Steady load on the deployment's predict URL from a thread of its own for the duration of the block."""
-    result = LoadResult()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    run = loop.create_task(drive(f"{url}/v1/models/{name}:predict", V1_BODY, clients=clients, stop=stop,
-                                 identify=served_by, into=result))
-    thread = threading.Thread(target=loop.run_until_complete, args=(run,), daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=120)
-        loop.close()
+    return load_in_background(f"{url}/v1/models/{name}:predict", V1_BODY, clients=clients, identify=served_by)
 
 
 def after(url: str, name: str) -> LoadResult:
