@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from prefect import task
 
 from serving.errors import NotFoundError
+from serving.operate.scrape import scrape_gateway
 from serving.platform import connect
 from serving.registry import ROLLOUT_REASON_TAG, ROLLOUT_STATUS_TAG, SUPERSEDED, RegisteredVersion
 from serving.rollout import (
@@ -26,7 +26,6 @@ from serving.rollout import (
     canary_ready,
     figures,
     judge,
-    parse_metrics,
 )
 from tasks._common import RETRIES, RETRY_DELAYS, registry_for, resolve_state, retry_on_transient
 
@@ -94,19 +93,13 @@ def watch_canary(plan: RolloutPlan, live: dict[str, Any], thresholds: Thresholds
     info = getattr(platform, "info", None)  # the embedded platform's: where its gateway (and /metrics) listens
     if info is None:
         raise RuntimeError("canary analysis reads the embedded platform's gateway metrics; this platform has none")
-    metrics_url = f"{info()['gateway']}/metrics"
-
-    def scrape() -> str:
-        response = httpx.get(metrics_url, timeout=10.0)
-        response.raise_for_status()
-        return response.text
-
-    before = parse_metrics(scrape())
+    gateway = info()["gateway"]
+    before = scrape_gateway(gateway, timeout=10.0)
     started = time.monotonic()
     lines: list[str] = []
     while True:
         time.sleep(POLL_S)
-        now = parse_metrics(scrape())
+        now = scrape_gateway(gateway, timeout=10.0)
         elapsed = time.monotonic() - started
         decision = judge(figures(before, now, namespace, stable_rev), figures(before, now, namespace, canary_rev),
                          thresholds, elapsed=elapsed, window=window)

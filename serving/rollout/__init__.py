@@ -3,12 +3,10 @@
 
 from serving.rollout.analysis import (
     Decision,
-    MetricsSnapshot,
     RevisionFigures,
     Thresholds,
     figures,
     judge,
-    parse_metrics,
 )
 from serving.rollout.plan import (
     CANARY_MODEL_ANNOTATION,
@@ -26,8 +24,8 @@ from serving.rollout.plan import (
 )
 
 __all__ = [
-    "CANARY_MODEL_ANNOTATION", "CANARY_VERSION_ANNOTATION", "Decision", "MetricsSnapshot", "NewVersion",
+    "CANARY_MODEL_ANNOTATION", "CANARY_VERSION_ANNOTATION", "Decision", "NewVersion",
     "RevisionFigures", "RolloutPlan", "Step", "Thresholds", "analysis_targets", "canary_failure",
     "canary_ready", "clean_manifest", "deployment_mode",
-    "figures", "judge", "parse_metrics", "plan_rollout", "serving_version",
+    "figures", "judge", "plan_rollout", "serving_version",
 ]

@@ -13,25 +13,13 @@ never promote blind.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from prometheus_client.parser import text_string_to_metric_families
+from serving.operate.scrape import Scrape
+from serving.operate.window import counter_increases, histogram_increase, histogram_quantile
 
-REQUESTS_METRIC = "odh_gateway_revision_requests"
-LATENCY_METRIC = "odh_gateway_revision_request_duration_seconds"
 Verdict = Literal["promote", "rollback", "watch"]
-Key = tuple[str, str]  # (namespace, revision)
-
-
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    """Cumulative counts per revision: answers by status code, and latency buckets (upper bound -> count)."""
-
-    codes: Mapping[Key, Mapping[str, float]] = field(default_factory=dict)
-    buckets: Mapping[Key, Mapping[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,53 +57,15 @@ class Decision:
     canary: RevisionFigures
 
 
-def parse_metrics(text: str) -> MetricsSnapshot:
-    """The per-revision counters and latency buckets of a gateway ``/metrics`` page."""
-    codes: dict[Key, dict[str, float]] = {}
-    buckets: dict[Key, dict[float, float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name not in (REQUESTS_METRIC, LATENCY_METRIC):
-            continue
-        for sample in family.samples:
-            key = (sample.labels.get("namespace", ""), sample.labels.get("revision", ""))
-            if sample.name == REQUESTS_METRIC + "_total":
-                codes.setdefault(key, {})[sample.labels["code"]] = sample.value
-            elif sample.name == LATENCY_METRIC + "_bucket":
-                buckets.setdefault(key, {})[float(sample.labels["le"])] = sample.value
-    return MetricsSnapshot(codes, buckets)
-
-
-def figures(before: MetricsSnapshot, after: MetricsSnapshot, namespace: str, revision: str) -> RevisionFigures:
-    """What ``revision`` answered between the two snapshots."""
-    key = (namespace, revision)
-    old, new = before.codes.get(key, {}), after.codes.get(key, {})
-    delta = {code: new[code] - old.get(code, 0.0) for code in new}
+def figures(before: Scrape, after: Scrape, namespace: str, revision: str) -> RevisionFigures:
+    """What ``revision`` answered between the two scrapes (the same window math as ``operate``'s)."""
+    key = f"{namespace}/{revision}"
+    delta = counter_increases(before.revision_requests.get(key, {}), after.revision_requests.get(key, {}))
     requests = int(sum(delta.values()))
     errors = int(sum(count for code, count in delta.items() if code.isdigit() and int(code) >= 500))
-    old_b, new_b = before.buckets.get(key, {}), after.buckets.get(key, {})
-    window = {bound: new_b[bound] - old_b.get(bound, 0.0) for bound in new_b}
-    return RevisionFigures(revision, requests, errors, quantile(0.95, window))
-
-
-def quantile(q: float, cumulative: Mapping[float, float]) -> float | None:
-    """Prometheus' ``histogram_quantile`` over cumulative bucket counts; None without observations."""
-    bounds = sorted(cumulative)
-    if not bounds or cumulative[bounds[-1]] <= 0:
-        return None
-    total = cumulative[bounds[-1]]
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = cumulative[bound]
-        if count >= rank:
-            if math.isinf(bound):  # past the last finite bucket: its bound is the best answer
-                finite = [b for b in bounds if not math.isinf(b)]
-                return finite[-1] if finite else None
-            if count == below:
-                return bound
-            return lower + (bound - lower) * (rank - below) / (count - below)
-        lower, below = bound, count
-    return bounds[-1]
+    latency = after.latency.get(key)
+    p95 = histogram_quantile(0.95, histogram_increase(before.latency.get(key), latency).buckets) if latency else None
+    return RevisionFigures(revision, requests, errors, p95)
 
 
 def judge(stable: RevisionFigures, canary: RevisionFigures, thresholds: Thresholds, *, elapsed: float,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.rollout import MetricsSnapshot, RevisionFigures, Thresholds, figures, judge, parse_metrics
-from serving.rollout.analysis import quantile
+from serving.operate.scrape import Scrape, parse_metrics
+from serving.rollout import RevisionFigures, Thresholds, figures, judge
 
 LIMITS = Thresholds(max_error_rate=0.05, max_latency_ratio=2.0, min_requests=20)
 
@@ -37,9 +37,9 @@ def side(revision: str, requests: int, errors: int = 0, p95: float | None = 0.01
 
 def test_figures_are_the_difference_between_two_snapshots() -> None:
     before = parse_metrics(page({"r1": {"200": 10}, "r2": {"200": 1}},
-                                {"r1": {"0.01": 10, "0.1": 10, "+Inf": 10}, "r2": {"0.01": 1, "0.1": 1, "+Inf": 1}}))
+                                {"r1": {"0.01": 10, "0.1": 10, "+Inf": 10}, "r2": {"0.01": 1, "0.1": 1, "+Inf": 1}}), 0.0)
     after = parse_metrics(page({"r1": {"200": 110}, "r2": {"200": 31, "500": 20, "404": 3}},
-                               {"r1": {"0.01": 100, "0.1": 110, "+Inf": 110}, "r2": {"0.01": 1, "0.1": 54, "+Inf": 54}}))
+                               {"r1": {"0.01": 100, "0.1": 110, "+Inf": 110}, "r2": {"0.01": 1, "0.1": 54, "+Inf": 54}}), 0.0)
     stable, canary = figures(before, after, "default", "r1"), figures(before, after, "default", "r2")
     assert (stable.requests, stable.errors) == (100, 0)
     assert (canary.requests, canary.errors) == (53, 20)  # 404 is the client's: not a 5xx
@@ -48,14 +48,7 @@ def test_figures_are_the_difference_between_two_snapshots() -> None:
     assert canary.p95_seconds is not None and canary.p95_seconds > stable.p95_seconds
     unseen = figures(before, after, "default", "nobody")
     assert (unseen.requests, unseen.p95_seconds) == (0, None)
-    assert figures(MetricsSnapshot(), after, "other-ns", "r1").requests == 0
-
-
-def test_quantile_interpolates_inside_the_bucket_like_prometheus() -> None:
-    assert quantile(0.5, {0.1: 50.0, 0.2: 100.0, float("inf"): 100.0}) == pytest.approx(0.1)
-    assert quantile(0.95, {0.1: 50.0, 0.2: 100.0, float("inf"): 100.0}) == pytest.approx(0.19)
-    assert quantile(0.95, {0.1: 0.0, 1.0: 0.0, float("inf"): 10.0}) == 1.0  # past the last bound: that bound
-    assert quantile(0.95, {0.1: 0.0, float("inf"): 0.0}) is None
+    assert figures(Scrape(taken_at=0.0), after, "other-ns", "r1").requests == 0
 
 
 def test_a_failing_canary_is_rolled_back_as_soon_as_it_has_enough_requests() -> None:
