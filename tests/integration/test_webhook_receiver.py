@@ -13,11 +13,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
-from support import free_port, temporary_env
+from support import free_port, temporary_env, wait_until
 
 from deployments.prefect_server import start_prefect_server, stop_prefect_server
 from deployments.webhooks import (
@@ -43,14 +44,25 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_prefect_server(state)
 
 
+def prefect_call(method: str, url: str, body: object = None) -> Any:
+    """One Prefect API call, sent again while the server says it is busy (503 while its SQLite is locked, which
+    a freshly started server on a loaded machine does for a while); any other error fails the test."""
+    def attempt() -> tuple[Any] | None:  # wrapped: an empty list is an answer too
+        response = httpx.request(method, url, json=body, timeout=30)
+        if response.status_code in (429, 502, 503):
+            return None
+        response.raise_for_status()
+        return (response.json(),)
+
+    return wait_until(attempt, timeout=120, interval=0.5, what=f"{method} {url} past a busy Prefect server")[0]
+
+
 @pytest.fixture(scope="module")
 def deployment_id(prefect_api: str) -> str:
-    flow = httpx.post(f"{prefect_api}/flows/", json={"name": "on-new-model-version"}, timeout=30)
-    flow.raise_for_status()
-    made = httpx.post(f"{prefect_api}/deployments/", json={"name": "on-new-model-version", "flow_id": flow.json()["id"]},
-                      timeout=30)
-    made.raise_for_status()
-    return str(made.json()["id"])
+    # Both upserts by name: sending them again is harmless.
+    flow = prefect_call("POST", f"{prefect_api}/flows/", {"name": "on-new-model-version"})
+    made = prefect_call("POST", f"{prefect_api}/deployments/", {"name": "on-new-model-version", "flow_id": flow["id"]})
+    return str(made["id"])
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +94,8 @@ def created(version: str, name: str = "iris") -> dict[str, object]:
 
 
 def runs_of(api: str, deployment: str) -> list[dict[str, object]]:
-    found = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [deployment]}}}, timeout=30)
-    found.raise_for_status()
-    runs: list[dict[str, object]] = found.json()
+    runs: list[dict[str, object]] = prefect_call("POST", f"{api}/flow_runs/filter",
+                                                 {"flow_runs": {"deployment_id": {"any_": [deployment]}}})
     return runs
 
 
@@ -103,7 +114,7 @@ def test_a_signed_new_version_starts_one_flow_run_with_the_right_parameters(
     answer = httpx.post(url, content=body, headers=headers, timeout=30)
     assert answer.status_code == 202, answer.text
     run_id = answer.json()["flow_run_id"]
-    run = httpx.get(f"{prefect_api}/flow_runs/{run_id}", timeout=30).json()
+    run = prefect_call("GET", f"{prefect_api}/flow_runs/{run_id}")
     assert run["deployment_id"] == deployment_id
     assert run["name"] == "sig-model-v7"
     assert run["parameters"] == {"model_name": "sig-model", "version": "7", "alias": None, "state_dir": str(state)}
@@ -129,7 +140,7 @@ def test_a_duplicate_after_a_receiver_restart_still_starts_nothing_new(
         assert answer.status_code == 202 and answer.json()["flow_run_id"] == first_id
     finally:
         stop_receiver(other)
-    run = httpx.get(f"{prefect_api}/flow_runs/{first_id}", timeout=30).json()
+    run = prefect_call("GET", f"{prefect_api}/flow_runs/{first_id}")
     assert run["parameters"]["alias"] == "champion" and run["name"] == "dup-model-v4"
     assert not (other / SECRET_FILE).exists()  # the variable won: no file secret was made
 
