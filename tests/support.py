@@ -261,3 +261,19 @@ def write_tiny_llm_dir(directory: Path) -> Path:
         shutil.copy(item, directory / item.name)
     shutil.copy(FIXTURES / "vllm-kv-events" / "model-config.json", directory / "config.json")
     return directory
+
+
+def prefect_call(method: str, url: str, body: object = None) -> Any:
+    """One Prefect REST call, sent again while the server says it is busy (429/502/503: a Prefect server on
+    SQLite answers 503 while its database is locked, which a fresh one on a loaded machine does for a while);
+    any other error fails the test. Returns the decoded JSON."""
+    def attempt() -> tuple[Any] | None:  # wrapped: an empty list is an answer too
+        response = httpx.request(method, url, json=body, timeout=30)
+        if response.status_code in (429, 502, 503):
+            return None
+        assert response.status_code < 400, f"{method} {url}: {response.status_code} {response.text}"
+        return (response.json(),)
+
+    answered = wait_until(attempt, timeout=120, interval=0.5, what=f"{method} {url} past a busy Prefect server")
+    assert answered is not None  # wait_until returns only a truthy value
+    return answered[0]

@@ -28,7 +28,7 @@ import httpx
 import pytest
 from load import LoadResult, drive, load_in_background
 from mlflow.webhooks.delivery import _generate_hmac_signature
-from support import IRIS_DIR, free_port, running, served_by, wait_http, wait_until, write_constant_model
+from support import IRIS_DIR, free_port, prefect_call, running, served_by, wait_http, wait_until, write_constant_model
 
 from serving.artifacts import upload_model
 from serving.config import mlflow_tracking_uri
@@ -104,9 +104,8 @@ def load_through(url: str, name: str, clients: int = 3) -> AbstractContextManage
 
 
 def runs_named(name: str) -> list[dict[str, Any]]:
-    found = httpx.post(f"{api_url()}/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}, timeout=30)
-    found.raise_for_status()
-    runs: list[dict[str, Any]] = found.json()
+    runs: list[dict[str, Any]] = prefect_call("POST", f"{api_url()}/flow_runs/filter",
+                                              {"flow_runs": {"name": {"any_": [name]}}})
     return runs
 
 

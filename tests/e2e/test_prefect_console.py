@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import IRIS_DIR, REPO_ROOT, free_port, wait_until
+from support import IRIS_DIR, REPO_ROOT, free_port, prefect_call, wait_until
 
 from deployments.catalog import CATALOG, OPERATE_INTERVAL_ENV, POLL_INTERVAL_ENV
 from deployments.flow_client import run_flow_via_api, task_label
@@ -72,9 +72,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 
 def api(console: Console, method: str, path: str, body: Any = None) -> Any:
-    response = httpx.request(method, console.api + path, json=body, timeout=30)
-    assert response.status_code < 400, f"{method} {path}: {response.status_code} {response.text}"
-    return response.json()
+    return prefect_call(method, console.api + path, body)
 
 
 def deployments(console: Console) -> dict[str, dict[str, Any]]:

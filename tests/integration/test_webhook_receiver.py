@@ -13,12 +13,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
-from support import free_port, temporary_env, wait_until
+from support import free_port, prefect_call, temporary_env
 
 from deployments.prefect_server import start_prefect_server, stop_prefect_server
 from deployments.webhooks import (
@@ -42,19 +41,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield api
     finally:
         stop_prefect_server(state)
-
-
-def prefect_call(method: str, url: str, body: object = None) -> Any:
-    """One Prefect API call, sent again while the server says it is busy (503 while its SQLite is locked, which
-    a freshly started server on a loaded machine does for a while); any other error fails the test."""
-    def attempt() -> tuple[Any] | None:  # wrapped: an empty list is an answer too
-        response = httpx.request(method, url, json=body, timeout=30)
-        if response.status_code in (429, 502, 503):
-            return None
-        response.raise_for_status()
-        return (response.json(),)
-
-    return wait_until(attempt, timeout=120, interval=0.5, what=f"{method} {url} past a busy Prefect server")[0]
 
 
 @pytest.fixture(scope="module")
