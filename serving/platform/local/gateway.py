@@ -722,10 +722,9 @@ class _Exchange:
     """
 
     __slots__ = (
-        "accepted", "body", "body_size", "client", "close_after", "gateway", "held_at", "held_on", "local", "loop", "meter",
-        "out",
-        "pending", "pending_size", "relay", "replay", "request", "route", "routed", "state", "status", "target",
-        "timer", "upstream",
+        "accepted", "body", "body_size", "client", "close_after", "gateway", "held_at", "held_on", "local", "loop",
+        "meter", "out", "pending", "pending_size", "relay", "replay", "request", "route", "routed", "state", "status",
+        "target", "timer", "upstream",
     )
 
     def __init__(self, client: _ClientConnection) -> None:
