@@ -10,6 +10,7 @@ import httpx
 
 from serving.config import mlflow_tracking_uri, state_dir
 from serving.errors import DaemonNotRunningError
+from serving.platform import Platform
 from serving.registry import ModelRegistry
 from serving.storage import StorageSettings
 
@@ -29,6 +30,13 @@ def resolve_state(state: str | None) -> Path:
 @functools.cache
 def registry_for(state: Path) -> ModelRegistry:
     return ModelRegistry(mlflow_tracking_uri(state))
+
+
+def gateway_url(platform: Platform) -> str | None:
+    """Where the embedded platform's gateway (and its ``/metrics``) listens; None for a platform without one
+    (``info`` is the embedded platform's, not part of the Platform protocol)."""
+    info = getattr(platform, "info", None)
+    return None if info is None else str(info()["gateway"])
 
 
 def storage_settings(state: Path) -> StorageSettings:

@@ -12,12 +12,13 @@ from prefect import task
 
 from serving.config import model_cache_dir
 from serving.errors import NotFoundError, RegistryError
+from serving.operate.scrape import scrape_gateway
 from serving.platform import Platform, connect
 from serving.registry import RETIRED, RegisteredVersion
 from serving.rollout import serving_version
-from serving.rollout.retire import SERVING_KINDS, STORAGE_KINDS, referenced_uris, route_in_flight, served_versions
+from serving.rollout.retire import SERVING_KINDS, STORAGE_KINDS, referenced_uris, served_versions
 from serving.storage.cache import ModelCache, PruneResult
-from tasks._common import RETRIES, RETRY_DELAYS, registry_for, resolve_state, retry_on_transient
+from tasks._common import RETRIES, RETRY_DELAYS, gateway_url, registry_for, resolve_state, retry_on_transient
 
 DRAIN_TIMEOUT_S = 60.0
 
@@ -34,11 +35,11 @@ class Drained:
 
 
 def _gateway_in_flight(platform: Platform, namespace: str, name: str) -> int:
-    info = getattr(platform, "info", None)  # the embedded platform's gateway; another platform has none here
-    if info is None:
+    gateway = gateway_url(platform)
+    if gateway is None:
         return 0
     try:
-        return int(route_in_flight(httpx.get(f"{info()['gateway']}/metrics", timeout=10.0).text, namespace, name))
+        return int(scrape_gateway(gateway, timeout=10.0).route_in_flight.get(f"{namespace}/{name}", 0))
     except httpx.HTTPError:
         return 0
 
@@ -64,15 +65,6 @@ def drain_and_delete(name: str, namespace: str, state: str | None = None) -> Dra
         time.sleep(0.1)
         after = _gateway_in_flight(platform, namespace, name)
     return Drained(deleted, before, after, time.monotonic() - started, serving)
-
-
-@task(name="retire-deployment", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_on_transient)
-def retire_deployment(name: str, namespace: str, state: str | None = None) -> bool:
-    """Delete the InferenceService (or LLMInferenceService) and wait until its processes are gone; False when
-    neither existed."""
-    platform = connect(resolve_state(state))
-    deleted = [platform.delete(kind, namespace, name) for kind in SERVING_KINDS]
-    return any(deleted)
 
 
 @task(name="retire-versions", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_on_transient)

@@ -27,7 +27,7 @@ from serving.rollout import (
     figures,
     judge,
 )
-from tasks._common import RETRIES, RETRY_DELAYS, registry_for, resolve_state, retry_on_transient
+from tasks._common import RETRIES, RETRY_DELAYS, gateway_url, registry_for, resolve_state, retry_on_transient
 
 CANARY_READY_TIMEOUT_S = 180.0
 POLL_S = 0.5
@@ -90,10 +90,9 @@ def watch_canary(plan: RolloutPlan, live: dict[str, Any], thresholds: Thresholds
     platform = connect(resolve_state(state))
     stable_rev, canary_rev = analysis_targets(live, plan)
     namespace = live["metadata"]["namespace"]
-    info = getattr(platform, "info", None)  # the embedded platform's: where its gateway (and /metrics) listens
-    if info is None:
+    gateway = gateway_url(platform)
+    if gateway is None:
         raise RuntimeError("canary analysis reads the embedded platform's gateway metrics; this platform has none")
-    gateway = info()["gateway"]
     before = scrape_gateway(gateway, timeout=10.0)
     started = time.monotonic()
     lines: list[str] = []

@@ -1,6 +1,6 @@
-"""One reading of the gateway's Prometheus text: the counters and histograms ``operate`` needs.
+"""One reading of the gateway's Prometheus text: what ``operate``, ``rollout`` and ``retire`` read of it.
 
-A ``Scrape`` keeps only the families the window math reads, keyed as the gateway labels them, so it is
+A ``Scrape`` keeps only the families the window math and the drain read, keyed as the gateway labels them, so it is
 small enough to persist between runs (``snapshot``) and compare with the next one. Bucket bounds stay the
 ``le`` strings Prometheus writes (``"+Inf"`` included): JSON has no infinity.
 """
@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 
 ROUTE_REQUESTS = "odh_gateway_requests"
+ROUTE_IN_FLIGHT = "odh_gateway_in_flight"
 UPSTREAM_ERRORS = "odh_gateway_upstream_errors"
 REVISION_REQUESTS = "odh_gateway_revision_requests"
 REVISION_LATENCY = "odh_gateway_revision_request_duration_seconds"
@@ -37,6 +38,7 @@ class Scrape(BaseModel):
 
     taken_at: float
     route_requests: dict[str, dict[str, float]] = Field(default_factory=dict)
+    route_in_flight: dict[str, float] = Field(default_factory=dict)  # a gauge: requests on the route right now
     upstream_errors: dict[str, dict[str, float]] = Field(default_factory=dict)
     revision_requests: dict[str, dict[str, float]] = Field(default_factory=dict)
     latency: dict[str, Histogram] = Field(default_factory=dict)
@@ -50,6 +52,8 @@ def parse_metrics(text: str, taken_at: float) -> Scrape:
             labels = sample.labels
             if sample.name == ROUTE_REQUESTS + "_total":
                 scrape.route_requests.setdefault(labels["route"], {})[labels["code"]] = sample.value
+            elif sample.name == ROUTE_IN_FLIGHT:
+                scrape.route_in_flight[labels["route"]] = sample.value
             elif sample.name == UPSTREAM_ERRORS + "_total":
                 scrape.upstream_errors.setdefault(labels["route"], {})[labels["kind"]] = sample.value
             elif sample.name == REVISION_REQUESTS + "_total":

@@ -1,18 +1,14 @@
 """What retiring a deployment leaves behind, pure: the storage URIs the remaining objects still use (their
-cache entries stay), which versions other live deployments still serve (their aliases stay), and how many
-requests the gateway had in flight on a route."""
+cache entries stay) and which versions other live deployments still serve (their aliases stay)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from serving.kserve.reconcile.standard import STORAGE_URI_ANNOTATION
 from serving.rollout.plan import serving_version
 
-ROUTE_IN_FLIGHT_METRIC = "odh_gateway_in_flight"
 # Kinds whose objects name model storage: what users apply and what the platform renders from them.
 STORAGE_KINDS = ("InferenceService", "LLMInferenceService", "Revision.serving.knative.dev", "Deployment")
 SERVING_KINDS = ("InferenceService", "LLMInferenceService")
@@ -44,14 +40,3 @@ def served_versions(objects: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
     """(registered model, version) of every deployment among ``objects``, as their labels say."""
     return {version for version in map(serving_version, objects) if version is not None}
 
-
-def route_in_flight(metrics_text: str, namespace: str, name: str) -> float:
-    """The gateway's in-flight requests on the route ``namespace/name`` (0 when it has none)."""
-    route = f"{namespace}/{name}"
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != ROUTE_IN_FLIGHT_METRIC:
-            continue
-        for sample in family.samples:
-            if sample.labels.get("route") == route:
-                return sample.value
-    return 0.0

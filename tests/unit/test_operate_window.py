@@ -129,5 +129,5 @@ def test_route_owner_matches_own_route_and_tag_routes_only() -> None:
 def test_parse_keeps_the_families_the_window_reads() -> None:
     scrape = parse_metrics('odh_gateway_in_flight{route="default/iris"} 3\n'
                            'odh_gateway_requests_total{route="default/iris",code="200"} 4\n', 5.0)
-    assert scrape == Scrape(taken_at=5.0, route_requests={"default/iris": {"200": 4}})
+    assert scrape == Scrape(taken_at=5.0, route_requests={"default/iris": {"200": 4}}, route_in_flight={"default/iris": 3})
     assert not math.isnan(scrape.taken_at)
