@@ -27,7 +27,7 @@ from serving.kserve.quota import (
 )
 from serving.llmd.keyfile import FileKeyRing
 from serving.platform.local.listing import resolve_kind, table
-from serving.platform.local.platform_config import PlatformConfigError
+from serving.platform.local.platform_config import PlatformConfig, PlatformConfigError
 from serving.platform.local.routes import ApiKeys, Backend, Endpoint, RouteTable
 from serving.platform.local.tenancy import API_KEY_SECRET_TYPE, admit_resource_quota, admit_secret, gateway_auth_required
 
@@ -247,16 +247,16 @@ def test_an_opaque_secret_may_hold_anything():
 
 
 def test_gateway_auth_setting_from_config_file_or_environment(tmp_path):
-    assert gateway_auth_required(tmp_path, {}) is False
-    assert gateway_auth_required(tmp_path, {"ODH_GATEWAY_AUTH": "required"}) is True
+    assert gateway_auth_required(PlatformConfig.load(tmp_path), {}) is False
+    assert gateway_auth_required(PlatformConfig.load(tmp_path), {"ODH_GATEWAY_AUTH": "required"}) is True
     (tmp_path / "config.yaml").write_text("gateway:\n  auth: required\n")
-    assert gateway_auth_required(tmp_path, {}) is True
+    assert gateway_auth_required(PlatformConfig.load(tmp_path), {}) is True
     (tmp_path / "config.yaml").write_text("gateway:\n  auth: sometimes\n")
     with pytest.raises(PlatformConfigError, match=r"gateway\.auth"):  # config.yaml is read by PlatformConfig
-        gateway_auth_required(tmp_path, {})
+        PlatformConfig.load(tmp_path)
     (tmp_path / "config.yaml").unlink()
     with pytest.raises(AdmissionError, match=r"ODH_GATEWAY_AUTH.*use required or off"):
-        gateway_auth_required(tmp_path, {"ODH_GATEWAY_AUTH": "sometimes"})
+        gateway_auth_required(PlatformConfig.load(tmp_path), {"ODH_GATEWAY_AUTH": "sometimes"})
 
 
 # -- the gateway's key check --------------------------------------------------------------------------------

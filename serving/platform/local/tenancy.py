@@ -38,7 +38,7 @@ from serving.kserve.llmisvc import admit_llm_inference_service
 from serving.kserve.quota import ISVC_COUNT, LLMISVC_COUNT, Quota, Usage, check, usage_of, validate_quota, workloads
 from serving.kserve.reconcile.llmd import ENGINE_SELECTOR_ANNOTATION, ROLE_LABEL, reconcile_llm
 from serving.platform.local.autoscalers import engine_bounds
-from serving.platform.local.platform_config import CONFIG_FILE, PlatformConfig
+from serving.platform.local.platform_config import PlatformConfig
 
 if TYPE_CHECKING:
     from serving.platform.local.daemon import Daemon
@@ -65,17 +65,14 @@ _DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 # -- configuration ----------------------------------------------------------------------------------------
 
 
-def gateway_auth_required(state: Path, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether every gateway route requires an API key: ``gateway: {auth: required}`` in
-    ``<state>/config.yaml``, or ``ODH_GATEWAY_AUTH=required``; off (``off``/absent) by default on loopback.
-    Raises AdmissionError naming the setting for any other value."""
+def gateway_auth_required(config: PlatformConfig, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether every gateway route requires an API key: ``gateway: {auth: required}`` in the platform's
+    config.yaml (already validated: it reads ``required`` or ``off``), or ``ODH_GATEWAY_AUTH=required``; off
+    by default on loopback. Raises AdmissionError naming the variable for any other value of it."""
     env = (environ if environ is not None else os.environ).get(GATEWAY_AUTH_ENV, "").strip().lower()
-    values = [(GATEWAY_AUTH_ENV, env)] if env else []
-    values.append((f"{state / CONFIG_FILE}: gateway.auth", PlatformConfig.load(state).gateway.auth))
-    for where, value in values:
-        if value not in ("required", "off"):
-            raise AdmissionError(FieldError(where, f"is {value!r}; use required or off"))
-    return any(value == "required" for _, value in values)
+    if env and env not in ("required", "off"):
+        raise AdmissionError(FieldError(GATEWAY_AUTH_ENV, f"is {env!r}; use required or off"))
+    return env == "required" or config.gateway.auth == "required"
 
 
 # -- Secrets ----------------------------------------------------------------------------------------------
@@ -177,7 +174,7 @@ class Tenancy:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.store = daemon.store
-        self.every_route = gateway_auth_required(daemon.files.state)
+        self.every_route = gateway_auth_required(daemon.platform_config)
         self.secrets_dir = daemon.files.state / "secrets"
         self._statuses: dict[tuple[str, str], dict[str, Any]] = {}
 
