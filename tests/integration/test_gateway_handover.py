@@ -77,6 +77,15 @@ async def replica() -> AsyncIterator[Replica]:
         yield server
 
 
+async def serving_gateway(replica: Replica) -> tuple[RouteTable, Gateway]:
+    """A started gateway whose one route ``ns/m`` goes to ``replica``, and its route table."""
+    routes = RouteTable()
+    routes.set("ns", "m", [Endpoint("127.0.0.1", replica.port)])
+    gateway = Gateway(routes)
+    await gateway.start("127.0.0.1", 0)
+    return routes, gateway
+
+
 async def hand_over(old: Gateway, routes: RouteTable, drain_limit: float = 10.0) -> Gateway:
     """What ``odh restart`` does with the gateway, minus the exec: the old one stops accepting and drains,
     its parked connections' descriptors go to a new gateway on the same listening socket, and the old one's
@@ -92,10 +101,7 @@ async def hand_over(old: Gateway, routes: RouteTable, drain_limit: float = 10.0)
 
 
 async def test_a_request_sent_on_an_idle_connection_during_the_drain_is_answered_by_the_next_gateway(replica: Replica) -> None:
-    routes = RouteTable()
-    routes.set("ns", "m", [Endpoint("127.0.0.1", replica.port)])
-    old = Gateway(routes)
-    await old.start("127.0.0.1", 0)
+    routes, old = await serving_gateway(replica)
     gateways = [old]
     client = await Client.connect(old.port)
     try:
@@ -131,10 +137,7 @@ async def test_a_request_sent_on_an_idle_connection_during_the_drain_is_answered
 
 
 async def test_a_request_in_flight_is_finished_with_connection_close_and_its_connection_not_handed_over(replica: Replica) -> None:
-    routes = RouteTable()
-    routes.set("ns", "m", [Endpoint("127.0.0.1", replica.port)])
-    gateway = Gateway(routes)
-    await gateway.start("127.0.0.1", 0)
+    _, gateway = await serving_gateway(replica)
     replica.gate = asyncio.Event()
     client = await Client.connect(gateway.port)
     try:
@@ -154,10 +157,7 @@ async def test_a_request_in_flight_is_finished_with_connection_close_and_its_con
 
 
 async def test_an_adopted_connection_keeps_serving_and_survives_a_second_handover(replica: Replica) -> None:
-    routes = RouteTable()
-    routes.set("ns", "m", [Endpoint("127.0.0.1", replica.port)])
-    gateway = Gateway(routes)
-    await gateway.start("127.0.0.1", 0)
+    routes, gateway = await serving_gateway(replica)
     gateways = [gateway]
     client = await Client.connect(gateway.port)
     try:
