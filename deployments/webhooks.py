@@ -27,8 +27,6 @@ import json
 import logging
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from collections import OrderedDict
@@ -42,6 +40,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from deployments.background import StartError, spawn, stop, wait_started
 from serving.registry.webhooks import (
     MAX_BODY_BYTES,
     IgnoredEvent,
@@ -194,42 +193,22 @@ def start_receiver(state: Path, port: int, prefect_api_url: str, timeout: float 
     state.mkdir(parents=True, exist_ok=True)
     load_or_create_secret(state)  # made here, so the caller can read it as soon as this returns
     url = f"http://127.0.0.1:{port}{PATH}"
-    with (state / "webhooks.log").open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.webhooks", "--state-dir", str(state), "--port", str(port),
-             "--prefect-api-url", prefect_api_url],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
+    log_path = state / "webhooks.log"
+    proc = spawn([sys.executable, "-m", "deployments.webhooks", "--state-dir", str(state), "--port", str(port),
+                  "--prefect-api-url", prefect_api_url], log_path, cwd=Path(__file__).resolve().parent.parent)
     (state / INFO_FILE).write_text(json.dumps({"pid": proc.pid, "port": port, "url": url,
                                                "prefect_api_url": prefect_api_url}))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            (state / INFO_FILE).unlink(missing_ok=True)
-            raise RuntimeError(f"the webhook receiver exited with {proc.returncode}; see {state / 'webhooks.log'}")
-        if _healthy(port):
-            return url
-        time.sleep(0.2)
-    stop_receiver(state)
-    raise RuntimeError(f"the webhook receiver did not answer within {timeout:.0f}s; see {state / 'webhooks.log'}")
+    try:
+        wait_started(lambda: _healthy(port), proc, timeout, "the webhook receiver", log_path)
+    except StartError:
+        stop_receiver(state)
+        raise
+    return url
 
 
 def stop_receiver(state: Path) -> bool:
     """Stop the receiver ``start_receiver`` started for ``state``; False when none was recorded."""
-    info_path = state / INFO_FILE
-    try:
-        pid = int(json.loads(info_path.read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    info_path.unlink(missing_ok=True)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-        for _ in range(100):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-        os.killpg(pid, signal.SIGKILL)
-    return True
+    return stop(state / INFO_FILE)
 
 
 def receiver_url(state: Path) -> str | None:
